@@ -1,0 +1,66 @@
+"""What every benchmark records next to its numbers: machine, versions, command."""
+
+import datetime
+import os
+import platform
+import sys
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_MNIST_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment():
+    import numpy
+    import scipy
+    import sklearn
+    import torch
+
+    import catvae_sklearn
+
+    lines = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "machine": f"{_cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} {platform.machine()}",
+        "torch threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+        "catvae_sklearn": catvae_sklearn.__version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+    }
+    if torch.cuda.is_available():
+        lines["gpu"] = torch.cuda.get_device_name(0)
+    return lines
+
+
+def header_markdown(title):
+    env = environment()
+    rows = "\n".join(f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}" for k, v in env.items())
+    return f"# {title}\n\n{rows}\n"
+
+
+def write_result(filename, text):
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, filename)
+    with open(path, "w") as handle:
+        handle.write(text)
+    return path
+
+
+def markdown_table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)

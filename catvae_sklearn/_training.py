@@ -1,0 +1,306 @@
+"""Fitting a :class:`~catvae_sklearn._model.CategoricalVAE`: warm-up, initial
+cluster assignment, and the main loop with early stopping and roll-back.
+
+Data live on the training device as one tensor and are indexed batch by
+batch: a ``DataLoader`` would copy and collate every batch in Python.
+"""
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+
+
+class TrainingDivergedError(ValueError):
+    """The loss became non-finite before any finite state was reached."""
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int
+    learning_rate: float
+    max_iter: int
+    tol: float
+    n_iter_no_change: int
+    info_weight: float
+    balance_weight: float
+    pretrain_iter: int
+    init_params: str
+    guide_iter: int
+    seed: int
+    verbose: int = 0
+
+
+@dataclass
+class TrainingResult:
+    loss_curve: list
+    validation_scores: list
+    n_iter: int
+    interrupted: bool = False
+    diverged: bool = False
+
+
+def _batches(n, batch_size, device, shuffle=True):
+    order = torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def _progress(total, verbose, desc):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False)
+
+
+def _state_copy(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def pretrain_autoencoder(module, X, config):
+    """Train trunk and decoder as a plain autoencoder; return the embedding.
+
+    A temporary linear bottleneck maps the trunk features to the latent size.
+    This gives the encoder features that reflect the data before any cluster
+    is chosen, so that k-means on them is a sensible start for q(c|x).
+    """
+    n = X.shape[0]
+    feature_dim = module.cluster_logits.in_features
+    bottleneck = torch.nn.Linear(feature_dim, module.latent_dim).to(X.device)
+    params = (
+        list(module.trunk.parameters())
+        + list(module.decoder_trunk.parameters())
+        + list(module.decoder_output.parameters())
+        + list(bottleneck.parameters())
+    )
+    if hasattr(module, "decoder_log_scale"):
+        params.append(module.decoder_log_scale)
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+    bar = _progress(config.pretrain_iter, config.verbose, "warm-up")
+    for _ in range(config.pretrain_iter):
+        total = torch.zeros((), device=X.device)
+        for idx in _batches(n, config.batch_size, X.device):
+            xb = X[idx]
+            loss = -module.log_likelihood(xb, module.decode(bottleneck(module.features(xb))))
+            optimizer.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            optimizer.step()
+            total += loss.detach().sum()
+        if bar is not None:
+            bar.set_postfix(loss=f"{float(total) / n:.4g}")
+            bar.update()
+    if bar is not None:
+        bar.close()
+    with torch.no_grad():
+        return torch.cat(
+            [
+                bottleneck(module.features(X[idx]))
+                for idx in _batches(n, 4096, X.device, shuffle=False)
+            ]
+        )
+
+
+def initial_assignments(embedding, n_clusters, seed):
+    """k-means labels of an embedding, as a tensor on the embedding's device."""
+    kmeans = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed)
+    labels = kmeans.fit_predict(embedding.float().cpu().numpy())
+    return torch.as_tensor(labels, dtype=torch.long, device=embedding.device)
+
+
+def _initial_guide(module, X, config):
+    """Labels that q(c|x) is steered towards at first, or None for "random"."""
+    if config.init_params == "random" or config.guide_iter == 0:
+        return None
+    if config.init_params == "autoencoder":
+        embedding = pretrain_autoencoder(module, X, config)
+    else:  # "kmeans": on the data as the encoder sees them
+        with torch.no_grad():
+            embedding = module._standardise(X)
+    return initial_assignments(embedding, module.n_clusters, config.seed)
+
+
+def _feature_scale(X):
+    """Per-feature mean and standard deviation; 1 for constant features."""
+    mean = X.mean(0)
+    std = X.std(0)
+    return mean, torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))
+
+
+def _balance_penalty(resp):
+    """KL(mean_batch q(c|x) || uniform): zero when clusters are used equally."""
+    mean_resp = resp.mean(0).clamp_min(1e-12)
+    return (mean_resp * torch.log(mean_resp * resp.shape[1])).sum()
+
+
+def evaluate_negative_elbo(module, X, batch_size=4096):
+    """Mean negative ELBO of ``X`` in nats, with fresh reparameterisation noise."""
+    total = torch.zeros((), device=X.device)
+    with torch.no_grad():
+        for idx in _batches(X.shape[0], batch_size, X.device, shuffle=False):
+            total += -module.elbo(X[idx])["elbo"].sum()
+    return float(total) / X.shape[0]
+
+
+def train(module, X, X_val, config, optimizer=None):
+    """Fit ``module`` to ``X`` (a tensor on the training device).
+
+    Stops after ``max_iter`` epochs, or when the monitored loss (validation
+    loss when ``X_val`` is given, training loss otherwise) has not improved by
+    ``tol`` for ``n_iter_no_change`` epochs. With validation data the best
+    weights are restored at the end.
+
+    A non-finite epoch loss rolls the weights back to the start of that epoch
+    and stops with a ``ConvergenceWarning``; ``KeyboardInterrupt`` likewise
+    keeps the best weights so far and returns. If the very first epoch is
+    non-finite, :class:`TrainingDivergedError` is raised.
+
+    Returns the :class:`TrainingResult` and the optimizer (for warm starts).
+    """
+    n = X.shape[0]
+    K = module.n_clusters
+    if module.likelihood == "gaussian" and optimizer is None:
+        module.set_data_scale(*_feature_scale(X))
+    guide = None
+    if optimizer is None:
+        guide = _initial_guide(module, X, config)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate)
+
+    result = TrainingResult(loss_curve=[], validation_scores=[], n_iter=0)
+    best_loss, best_state, epochs_without_improvement = math.inf, None, 0
+    info_per_cluster = max(1, config.batch_size // K)
+    bar = _progress(config.max_iter, config.verbose, "InfoCatVAE")
+    try:
+        for epoch in range(config.max_iter):
+            epoch_start_state = _state_copy(module)
+            guide_weight = (
+                max(0.0, 1.0 - epoch / config.guide_iter)
+                if guide is not None and config.guide_iter > 0
+                else 0.0
+            )
+            total = torch.zeros((), device=X.device)
+            for idx in _batches(n, config.batch_size, X.device):
+                out = module.elbo(X[idx])
+                negative_elbo = -out["elbo"]
+                loss = negative_elbo.mean()
+                if config.info_weight > 0:
+                    loss = loss + config.info_weight * module.information_loss(
+                        info_per_cluster
+                    )
+                if config.balance_weight > 0:
+                    loss = loss + config.balance_weight * _balance_penalty(out["resp"])
+                if guide_weight > 0:
+                    loss = loss + guide_weight * F.cross_entropy(
+                        out["logits"], guide[idx], reduction="sum"
+                    ) / idx.shape[0] * math.log(K) * 10
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += negative_elbo.detach().sum()
+
+            epoch_loss = float(total) / n
+            if not math.isfinite(epoch_loss):
+                module.load_state_dict(epoch_start_state)
+                if epoch == 0:
+                    raise TrainingDivergedError(
+                        "The training loss became non-finite in the first epoch. "
+                        "Lower learning_rate_init, or standardise the data "
+                        "(e.g. with StandardScaler)."
+                    )
+                result.diverged = True
+                warnings.warn(
+                    f"The training loss became non-finite at epoch {epoch + 1}; "
+                    "the weights were rolled back to the end of the previous "
+                    "epoch and training stopped. Lower learning_rate_init to "
+                    "train further.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+                break
+            result.loss_curve.append(epoch_loss)
+            result.n_iter = epoch + 1
+            if X_val is not None:
+                monitored = evaluate_negative_elbo(module, X_val)
+                result.validation_scores.append(-monitored)
+            else:
+                monitored = epoch_loss
+            if bar is not None:
+                bar.set_postfix(loss=f"{epoch_loss:.4g}")
+                bar.update()
+
+            # During the guided phase the objective itself changes each epoch,
+            # so its losses are not compared for stopping.
+            if guide_weight > 0:
+                continue
+            if monitored < best_loss - config.tol * max(1.0, abs(best_loss)):
+                epochs_without_improvement = 0
+            else:
+                epochs_without_improvement += 1
+            if monitored < best_loss:
+                best_loss = monitored
+                if X_val is not None:
+                    best_state = _state_copy(module)
+            if epochs_without_improvement >= config.n_iter_no_change:
+                break
+    except KeyboardInterrupt:
+        result.interrupted = True
+        if result.n_iter == 0:
+            raise
+        module.load_state_dict(best_state if best_state is not None else epoch_start_state)
+        warnings.warn(
+            f"Training was interrupted after {result.n_iter} epoch(s); the "
+            "estimator keeps the best weights reached so far.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if best_state is not None and not result.interrupted:
+        module.load_state_dict(best_state)
+    return result, optimizer
+
+
+def to_tensor(X, device):
+    """float32 tensor of a numpy array on ``device`` (no copy when possible)."""
+    return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=device)
+
+
+def map_batches(fn, X, device, batch_size):
+    """Apply ``fn`` (tensor -> tensor or tuple of tensors) to ``X`` in batches.
+
+    Only one batch is on the device at a time; results come back as numpy
+    arrays concatenated along the first axis. Memory beyond the outputs is
+    bounded by ``batch_size``.
+    """
+    outputs = None
+    n = X.shape[0]
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            result = fn(to_tensor(X[start : start + batch_size], device))
+            parts = result if isinstance(result, tuple) else (result,)
+            if outputs is None:
+                outputs = [
+                    np.empty((n,) + tuple(p.shape[1:]), dtype=_numpy_dtype(p))
+                    for p in parts
+                ]
+            for out, p in zip(outputs, parts):
+                out[start : start + p.shape[0]] = p.cpu().numpy()
+    return outputs if isinstance(result, tuple) else outputs[0]
+
+
+def _numpy_dtype(tensor):
+    return np.int64 if tensor.dtype == torch.long else np.float32
+
+
+def fixed_noise(shape, device, seed=0):
+    """Standard normal draws that are the same on every call and device."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator).to(device)

@@ -1,0 +1,110 @@
+"""The network and its objective, checked against direct computations."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from catvae_sklearn import InfoCatVAE
+from catvae_sklearn._model import CategoricalVAE
+
+from ._helpers import QUICK, blobs, digits
+
+
+def _module(likelihood="bernoulli", n_features=12, K=4, delta=3, seed=0):
+    torch.manual_seed(seed)
+    return CategoricalVAE(n_features, K, delta, (20, 10), 2.5, likelihood)
+
+
+def test_prior_means_are_lambda_on_each_clusters_block():
+    module = _module(K=3, delta=2)
+    expected = torch.tensor(
+        [
+            [2.5, 2.5, 0, 0, 0, 0],
+            [0, 0, 2.5, 2.5, 0, 0],
+            [0, 0, 0, 0, 2.5, 2.5],
+        ]
+    )
+    torch.testing.assert_close(module.prior_means, expected)
+
+
+def test_batched_heads_equal_a_linear_map_of_features_and_onehot():
+    module = _module(K=4, delta=3)
+    x = torch.rand(7, 12)
+    _, mean, logvar = module.encode(x)
+    h = module.features(x)
+    # The reference formulation: one head per cluster reading [h, onehot(c)].
+    weight = torch.cat([module.head_features.weight, module.cluster_codes.T], dim=1)
+    for c in range(4):
+        onehot = F.one_hot(torch.full((7,), c), 4).float()
+        g = F.relu(F.linear(torch.cat([h, onehot], 1), weight, module.head_features.bias))
+        m, lv = module.head_output(g).chunk(2, dim=-1)
+        torch.testing.assert_close(mean[:, c], m)
+        torch.testing.assert_close(logvar[:, c], lv.clamp(-12, 8))
+
+
+def test_elbo_matches_its_definition():
+    module = _module("gaussian")
+    x = torch.randn(5, 12)
+    noise = torch.randn(1, 4, module.latent_dim)
+    out = module.elbo(x, noise=noise)
+    logits, mean, logvar = module.encode(x)
+    q = logits.softmax(-1)
+    z = mean + torch.exp(0.5 * logvar) * noise[0]
+    scale = torch.exp(module.decoder_log_scale)
+    recon = torch.distributions.Normal(module.decode(z), scale).log_prob(x[:, None]).sum(-1)
+    q_z = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))
+    p_z = torch.distributions.Normal(module.prior_means, 1.0)
+    kl_z = torch.distributions.kl_divergence(q_z, p_z).sum(-1)
+    kl_c = (q * (q.log() - math.log(1 / 4))).sum(-1)
+    expected = (q * (recon - kl_z)).sum(-1) - kl_c
+    torch.testing.assert_close(out["elbo"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bernoulli_elbo_is_never_positive():
+    X, _ = digits(200)
+    model = InfoCatVAE(n_clusters=5, **QUICK).fit(X)
+    assert np.all(model.score_samples(X) <= 0)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_elbo_does_not_exceed_importance_sampled_log_likelihood(likelihood):
+    if likelihood == "bernoulli":
+        X, _ = digits(150)
+    else:
+        X, _ = blobs(150)
+    model = InfoCatVAE(n_clusters=4, likelihood=likelihood, **QUICK).fit(X)
+    elbo = model.score_samples(X)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        log_px = model.module_.importance_sampled_log_likelihood(
+            torch.as_tensor(X, dtype=torch.float32), n_samples=2000
+        ).numpy()
+    # Per sample, up to Monte Carlo noise; on average, strictly.
+    assert elbo.mean() < log_px.mean()
+    assert np.mean(elbo <= log_px + 0.05 * np.abs(log_px) + 0.5) > 0.95
+
+
+def test_information_loss_is_cross_entropy_of_reencoded_logits():
+    module = _module()
+    torch.manual_seed(1)
+    loss = module.information_loss(3)
+    torch.manual_seed(1)
+    clusters = torch.arange(4).repeat_interleave(3)
+    z = module.prior_means[clusters] + torch.randn(12, module.latent_dim)
+    logits = module.cluster_logits(module.features(torch.sigmoid(module.decode(z))))
+    expected = -logits.log_softmax(-1)[torch.arange(12), clusters].mean()
+    torch.testing.assert_close(loss, expected)
+    # Computed from logits: a confident correct prediction costs almost nothing,
+    # which cross-entropy applied to softmaxed outputs would not allow.
+    assert float(F.cross_entropy(torch.tensor([[50.0, 0.0]]), torch.tensor([0]))) < 1e-6
+
+
+def test_inference_is_deterministic():
+    X, _ = digits(100)
+    model = InfoCatVAE(n_clusters=3, **QUICK).fit(X)
+    assert not model.module_.training
+    np.testing.assert_array_equal(model.predict_proba(X), model.predict_proba(X))
+    np.testing.assert_array_equal(model.transform(X), model.transform(X))

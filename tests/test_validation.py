@@ -1,0 +1,138 @@
+"""Bad input gets a ValueError or TypeError that names the problem."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.utils._param_validation import InvalidParameterError
+
+from catvae_sklearn import InfoCatVAE
+
+from ._helpers import QUICK, digits, unit_interval
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, _ = digits(100)
+    return InfoCatVAE(n_clusters=3, **QUICK).fit(X)
+
+
+@pytest.mark.parametrize(
+    "X, error, match",
+    [
+        (np.array([[0.1, np.nan], [0.2, 0.3], [0.4, 0.5]]), ValueError, "NaN"),
+        (np.array([[0.1, np.inf], [0.2, 0.3], [0.4, 0.5]]), ValueError, "infinity"),
+        (np.empty((0, 3)), ValueError, "0 sample"),
+        (np.ones((1, 3)) * 0.5, ValueError, "1 sample"),
+        (np.ones(5) * 0.5, ValueError, "Expected 2D array"),
+        (np.ones((4, 3, 2)) * 0.5, ValueError, "dim 3"),
+        (np.array([["a", "b"], ["c", "d"], ["e", "f"]]), ValueError, "string"),
+        (np.array([[object(), 1.0]] * 3), TypeError, "object"),
+        (np.ones((3, 2)) * (0.5 + 1j), ValueError, "Complex"),
+        (sp.random(10, 4, density=0.5, format="csr", random_state=0), TypeError, "Sparse"),
+    ],
+    ids=["nan", "inf", "empty", "one-sample", "1d", "3d", "strings", "objects",
+         "complex", "sparse"],
+)
+def test_fit_rejects_bad_input(X, error, match):
+    with pytest.raises(error, match=match):
+        InfoCatVAE(n_clusters=2, **QUICK).fit(X)
+
+
+def test_fewer_samples_than_clusters():
+    with pytest.raises(ValueError, match="n_samples=4 should be >= n_clusters=5"):
+        InfoCatVAE(n_clusters=5, **QUICK).fit(unit_interval(4))
+
+
+def test_wrong_number_of_features_at_predict(fitted):
+    for method in ("predict", "predict_proba", "transform", "score_samples"):
+        with pytest.raises(ValueError, match="X has 5 features, but InfoCatVAE is expecting 64"):
+            getattr(fitted, method)(np.zeros((2, 5)))
+
+
+def test_nan_at_predict_is_refused(fitted):
+    X = np.zeros((2, 64))
+    X[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.predict(X)
+
+
+@pytest.mark.parametrize("method", ["fit", "predict", "score_samples"])
+def test_bernoulli_rejects_values_outside_unit_interval(fitted, method):
+    X = unit_interval(20, 64) * 255.0
+    with pytest.raises(ValueError, match=r"Bernoulli likelihood needs every value of X in \[0, 1\]"):
+        if method == "fit":
+            InfoCatVAE(n_clusters=2, likelihood="bernoulli", **QUICK).fit(X)
+        else:
+            getattr(fitted, method)(X)
+
+
+@pytest.mark.parametrize("device", ["gpu", "tpu:0", "cuda:banana"])
+def test_unknown_device(device):
+    with pytest.raises(ValueError, match="device="):
+        InfoCatVAE(n_clusters=2, device=device, **QUICK).fit(unit_interval())
+
+
+def test_missing_cuda_is_named():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        InfoCatVAE(n_clusters=2, device="cuda", **QUICK).fit(unit_interval())
+
+
+@pytest.mark.parametrize("cluster", [3, -1, [0, 7], 1.5, "a", []])
+def test_sample_with_a_cluster_that_does_not_exist(fitted, cluster):
+    with pytest.raises(ValueError, match="cluster"):
+        fitted.sample(2, cluster=cluster)
+
+
+@pytest.mark.parametrize("n_samples", [0, -3, 2.5])
+def test_sample_with_bad_n_samples(fitted, n_samples):
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.sample(n_samples)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n_clusters": 0},
+        {"subspace_dim": 0},
+        {"prior_scale": -1.0},
+        {"info_weight": -0.5},
+        {"likelihood": "poisson"},
+        {"batch_size": 0},
+        {"learning_rate_init": 0.0},
+        {"max_iter": 0},
+        {"validation_fraction": 1.0},
+        {"init_params": "spectral"},
+        {"device": 0},
+    ],
+)
+def test_invalid_parameters_raise_invalid_parameter_error(params):
+    with pytest.raises(InvalidParameterError):
+        InfoCatVAE(**params).fit(unit_interval())
+
+
+@pytest.mark.parametrize("sizes", [(0,), (10, -2), ("a",)])
+def test_bad_hidden_layer_sizes(sizes):
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        InfoCatVAE(n_clusters=2, **{**QUICK, "hidden_layer_sizes": sizes}).fit(unit_interval())
+
+
+def test_unfitted_model_raises_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    for method in ("predict", "predict_proba", "transform", "score_samples"):
+        with pytest.raises(NotFittedError):
+            getattr(InfoCatVAE(), method)(unit_interval())
+    with pytest.raises(NotFittedError):
+        InfoCatVAE().sample(1)
+
+
+def test_huge_and_constant_values_still_fit():
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=(80, 3)) * 1e6, np.full(80, 7.0)]
+    model = InfoCatVAE(n_clusters=2, **QUICK).fit(X)
+    assert np.all(np.isfinite(model.predict_proba(X)))
+    assert np.all(np.isfinite(model.score_samples(X)))
