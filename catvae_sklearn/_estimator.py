@@ -59,10 +59,12 @@ class InfoCatVAE(
         keep clusters compact; larger ones let a cluster describe more
         within-cluster variation (style, thickness, ...).
 
-    hidden_layer_sizes : tuple of int, default=(500, 500)
-        Widths of the encoder's hidden layers; the decoder mirrors them. Two
-        layers of 500 train in well under a minute on 10,000 MNIST images on
-        a 2-core CPU and cluster better than the paper's single layer of 400.
+    hidden_layer_sizes : tuple of int, default=(500,)
+        Widths of the encoder's hidden layers; the decoder mirrors them. The
+        decoder runs once per cluster for every sample, so its width sets the
+        cost: one layer of 500 trains an MNIST epoch (10,000 images) in about
+        2.7 s on a 2-core CPU, two layers of 500 in 4.5 s, for no measured
+        gain in accuracy on digits or MNIST.
 
     prior_scale : float, default=3.0
         ``lambda``, the distance of each cluster's prior mean from the origin
@@ -100,16 +102,20 @@ class InfoCatVAE(
     pretrain_iter : int, default=10
         Autoencoder warm-up epochs for ``init_params="autoencoder"``.
 
-    batch_size : int, default=256
-        Mini-batch size, clipped to the number of training samples. An epoch
-        is ``n_samples / batch_size`` optimiser steps: for a few hundred
-        samples or fewer, use a smaller batch (16 to 64) or more epochs.
+    batch_size : int or "auto", default="auto"
+        Mini-batch size, clipped to the number of training samples. ``"auto"``
+        is ``min(256, max(16, n_samples // 10))``: at least ten optimiser
+        steps per epoch, so a data set of 150 rows trains as well as one of
+        10,000 (with a fixed 256, each of its epochs is a single step).
 
     learning_rate_init : float, default=1e-3
         Adam's learning rate.
 
-    max_iter : int, default=100
-        Maximum number of training epochs (after the warm-up).
+    max_iter : int, default=40
+        Maximum number of training epochs (after any warm-up). 40 keeps a
+        default fit of the 10,000 MNIST test images under two minutes on a
+        2-core CPU; accuracy changed by under 0.01 from 10 to 60 epochs on
+        digits, as the k-means start fixes most of the partition.
 
     tol : float, default=1e-4
         Relative improvement of the monitored loss below which an epoch
@@ -200,9 +206,9 @@ class InfoCatVAE(
         "info_weight": [Interval(Real, 0, None, closed="left")],
         "balance_weight": [Interval(Real, 0, None, closed="left")],
         "likelihood": [StrOptions({"auto", BERNOULLI, GAUSSIAN})],
-        "init_params": [StrOptions({"kmeans", "autoencoder", "random"})],
+        "init_params": [StrOptions({"kmeans", "spectral", "autoencoder", "random"})],
         "pretrain_iter": [Interval(Integral, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -219,16 +225,16 @@ class InfoCatVAE(
         n_clusters=10,
         subspace_dim=2,
         *,
-        hidden_layer_sizes=(500, 500),
+        hidden_layer_sizes=(500,),
         prior_scale=3.0,
         info_weight=10.0,
         balance_weight=1.0,
         likelihood="auto",
         init_params="kmeans",
         pretrain_iter=10,
-        batch_size=256,
+        batch_size="auto",
         learning_rate_init=1e-3,
-        max_iter=100,
+        max_iter=40,
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
@@ -308,7 +314,7 @@ class InfoCatVAE(
             "likelihood": self.likelihood_,
         }
         config = TrainingConfig(
-            batch_size=min(self.batch_size, X_train.shape[0]),
+            batch_size=self._batch_size(X_train.shape[0]),
             learning_rate=self.learning_rate_init,
             max_iter=self.max_iter,
             tol=self.tol,
@@ -634,6 +640,11 @@ class InfoCatVAE(
                 f"{self.n_clusters - 1}."
             )
         return clusters.ravel()
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(256, max(16, n_samples // 10), n_samples)
+        return min(self.batch_size, n_samples)
 
     def _inference_rows(self, elements_per_row):
         return max(1, _INFERENCE_ELEMENTS // max(1, elements_per_row))

@@ -105,7 +105,7 @@ def test_sample_with_bad_n_samples(fitted, n_samples):
         {"learning_rate_init": 0.0},
         {"max_iter": 0},
         {"validation_fraction": 1.0},
-        {"init_params": "spectral"},
+        {"init_params": "pca"},
         {"device": 0},
     ],
 )
