@@ -140,6 +140,7 @@ def load(cls, path, device=None):
     estimator.n_features_in_ = fitted["n_features_in_"]
     if "feature_names_in_" in fitted:
         estimator.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+    estimator._optimizer = None
     estimator._restore_module(payload["state_dict"], device)
     estimator.labels_ = payload["labels"].numpy()
     estimator.cluster_centers_ = estimator._decode_latent(

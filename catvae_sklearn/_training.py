@@ -108,14 +108,51 @@ def pretrain_autoencoder(module, X, config):
 
 
 def initial_assignments(embedding, n_clusters, seed):
-    """k-means labels of an embedding, as a tensor on the embedding's device."""
+    """k-means labels and centres of an embedding, as tensors on its device."""
     kmeans = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed)
     labels = kmeans.fit_predict(embedding.float().cpu().numpy())
-    return torch.as_tensor(labels, dtype=torch.long, device=embedding.device)
+    device = embedding.device
+    return (
+        torch.as_tensor(labels, dtype=torch.long, device=device),
+        torch.as_tensor(kmeans.cluster_centers_, dtype=torch.float32, device=device),
+    )
 
 
-def _initial_guide(module, X, config):
-    """Labels that q(c|x) is steered towards at first, or None for "random"."""
+def stream_guide(module, X, centres, config):
+    """Guide labels for one chunk of a stream, and the k-means centres.
+
+    The first chunk (``centres=None``) fixes the data scaling and runs
+    k-means; later chunks take the nearest of those centres. Returns
+    ``(None, None)`` for ``init_params="random"``.
+    """
+    if centres is None:
+        if module.likelihood == "gaussian":
+            module.set_data_scale(*_feature_scale(X))
+        if config.init_params == "random" or config.guide_iter == 0:
+            return None, None
+        with torch.no_grad():
+            labels, centres = initial_assignments(
+                module._standardise(X), module.n_clusters, config.seed
+            )
+        return labels, centres.cpu().numpy()
+    with torch.no_grad():
+        distances = torch.cdist(module._standardise(X), torch.as_tensor(centres, device=X.device))
+    return distances.argmin(1), centres
+
+
+# Weight of the guide's cross-entropy at the start, in nats per sample: large
+# enough that q(c|x) takes the initial partition within the first epochs
+# against an ELBO of tens to hundreds of nats.
+_GUIDE_SCALE = 10.0 * 2.3
+
+
+def prepare(module, X, config):
+    """Fix the data scaling of ``module`` and return the initial guide labels.
+
+    Returns ``None`` for ``init_params="random"``.
+    """
+    if module.likelihood == "gaussian":
+        module.set_data_scale(*_feature_scale(X))
     if config.init_params == "random" or config.guide_iter == 0:
         return None
     if config.init_params == "autoencoder":
@@ -125,7 +162,7 @@ def _initial_guide(module, X, config):
             embedding = module._standardise(X)
     if config.init_params == "spectral":
         return spectral_assignments(embedding, module.n_clusters, config.seed)
-    return initial_assignments(embedding, module.n_clusters, config.seed)
+    return initial_assignments(embedding, module.n_clusters, config.seed)[0]
 
 
 def spectral_assignments(data, n_clusters, seed):
@@ -179,7 +216,7 @@ def evaluate_negative_elbo(module, X, batch_size=4096):
     return float(total) / X.shape[0]
 
 
-def train(module, X, X_val, config, optimizer=None):
+def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
     """Fit ``module`` to ``X`` (a tensor on the training device).
 
     Stops after ``max_iter`` epochs, or when the monitored loss (validation
@@ -192,15 +229,14 @@ def train(module, X, X_val, config, optimizer=None):
     keeps the best weights so far and returns. If the very first epoch is
     non-finite, :class:`TrainingDivergedError` is raised.
 
+    ``guide`` holds labels for the rows of ``X`` that q(c|x) is steered
+    towards, with a weight falling linearly from 1 to 0 over
+    ``config.guide_iter`` epochs, of which ``guide_offset`` already passed.
+
     Returns the :class:`TrainingResult` and the optimizer (for warm starts).
     """
     n = X.shape[0]
     K = module.n_clusters
-    if module.likelihood == "gaussian" and optimizer is None:
-        module.set_data_scale(*_feature_scale(X))
-    guide = None
-    if optimizer is None:
-        guide = _initial_guide(module, X, config)
     if optimizer is None:
         optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate)
 
@@ -212,7 +248,7 @@ def train(module, X, X_val, config, optimizer=None):
         for epoch in range(config.max_iter):
             epoch_start_state = _state_copy(module)
             guide_weight = (
-                max(0.0, 1.0 - epoch / config.guide_iter)
+                max(0.0, 1.0 - (epoch + guide_offset) / config.guide_iter)
                 if guide is not None and config.guide_iter > 0
                 else 0.0
             )
@@ -228,9 +264,9 @@ def train(module, X, X_val, config, optimizer=None):
                 if config.balance_weight > 0:
                     loss = loss + config.balance_weight * _balance_penalty(out["resp"])
                 if guide_weight > 0:
-                    loss = loss + guide_weight * F.cross_entropy(
-                        out["logits"], guide[idx], reduction="sum"
-                    ) / idx.shape[0] * math.log(K) * 10
+                    loss = loss + guide_weight * _GUIDE_SCALE * F.cross_entropy(
+                        out["logits"], guide[idx]
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
