@@ -429,13 +429,7 @@ class InfoCatVAE(
             Rows sum to 1.
         """
         X = self._validated_for_inference(X)
-        module = self.module_
-        logits = map_batches(
-            lambda xb: module.cluster_logits(module.features(xb)),
-            X,
-            module.prior_means.device,
-            self._inference_rows(X.shape[1]),
-        )
+        logits = self._apply(self.module_.logits, X, X.shape[1])
         return _softmax(logits.astype(np.float64))
 
     def predict(self, X):
@@ -450,13 +444,7 @@ class InfoCatVAE(
         labels : ndarray of shape (n_samples,)
         """
         X = self._validated_for_inference(X)
-        module = self.module_
-        return map_batches(
-            lambda xb: module.cluster_logits(module.features(xb)).argmax(-1),
-            X,
-            module.prior_means.device,
-            self._inference_rows(X.shape[1]),
-        )
+        return self._apply(lambda xb: self.module_.logits(xb).argmax(-1), X, X.shape[1])
 
     def transform(self, X):
         """Posterior mean of the latent code, ``E_q[z|x]``.
@@ -472,16 +460,8 @@ class InfoCatVAE(
         """
         X = self._validated_for_inference(X)
         module = self.module_
-
-        def posterior_mean(xb):
-            logits, mean, _ = module.encode(xb)
-            return (logits.softmax(-1).unsqueeze(-1) * mean).sum(1)
-
-        Z = map_batches(
-            posterior_mean,
-            X,
-            module.prior_means.device,
-            self._inference_rows(X.shape[1] + self.n_clusters * module.latent_dim),
+        Z = self._apply(
+            module.posterior_mean, X, X.shape[1] + self.n_clusters * module.latent_dim
         )
         return Z.astype(X.dtype, copy=False)
 
@@ -521,11 +501,10 @@ class InfoCatVAE(
             (_SCORE_NOISE_SAMPLES, self.n_clusters, module.latent_dim),
             module.prior_means.device,
         )
-        elbo = map_batches(
+        elbo = self._apply(
             lambda xb: module.elbo(xb, noise=noise)["elbo"],
             X,
-            module.prior_means.device,
-            self._inference_rows(X.shape[1] * self.n_clusters * _SCORE_NOISE_SAMPLES),
+            X.shape[1] * self.n_clusters * _SCORE_NOISE_SAMPLES,
         )
         return elbo.astype(np.float64)
 
@@ -781,17 +760,16 @@ class InfoCatVAE(
             return min(256, max(16, n_samples // 10), n_samples)
         return min(self.batch_size, n_samples)
 
-    def _inference_rows(self, elements_per_row):
-        return max(1, _INFERENCE_ELEMENTS // max(1, elements_per_row))
+    def _apply(self, fn, X, elements_per_row):
+        """``fn`` over X in batches on the model's device; numpy out.
+
+        ``elements_per_row`` is the working memory one row needs, in floats.
+        """
+        rows = max(1, _INFERENCE_ELEMENTS // max(1, elements_per_row))
+        return map_batches(fn, X, self.module_.prior_means.device, rows)
 
     def _decode_latent(self, Z):
-        module = self.module_
-        return map_batches(
-            module.decoded_mean,
-            Z,
-            module.prior_means.device,
-            self._inference_rows(module.n_features),
-        )
+        return self._apply(self.module_.decoded_mean, Z, self.module_.n_features)
 
 
 # Epochs over which q(c|x) is steered towards the autoencoder's k-means labels.

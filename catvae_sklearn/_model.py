@@ -104,6 +104,15 @@ class CategoricalVAE(nn.Module):
     def features(self, x):
         return self.trunk(self._standardise(x))
 
+    def logits(self, x):
+        """Logits of q(c|x), without computing the per-cluster heads."""
+        return self.cluster_logits(self.features(x))
+
+    def posterior_mean(self, x):
+        """E_q[z|x] = sum_c q(c|x) m_c(x), shape (n, d)."""
+        logits, mean, _ = self.encode(x)
+        return (logits.softmax(-1).unsqueeze(-1) * mean).sum(1)
+
     def encode(self, x):
         """Return ``(logits, mean, logvar)`` of shapes (n, K), (n, K, d), (n, K, d)."""
         h = self.features(x)

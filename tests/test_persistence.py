@@ -20,6 +20,17 @@ def model_and_data():
     return InfoCatVAE(n_clusters=4, **QUICK).fit(X), X
 
 
+def _read_archive(path):
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.read("model.json")), archive.read("weights.pt")
+
+
+def _write_archive(path, meta, weights):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.json", json.dumps(meta))
+        archive.writestr("weights.pt", weights)
+
+
 def _assert_same_model(a, b, X):
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
@@ -67,8 +78,7 @@ def test_save_load_keeps_feature_names(tmp_path):
 def test_saved_file_carries_version_and_checksum(model_and_data, tmp_path):
     model, _ = model_and_data
     model.save(tmp_path / "m")
-    with zipfile.ZipFile(tmp_path / "m") as archive:
-        meta = json.loads(archive.read("model.json"))
+    meta, _ = _read_archive(tmp_path / "m")
     assert meta["library_version"] == catvae_sklearn.__version__
     assert len(meta["weights_sha256"]) == 64
 
@@ -87,13 +97,10 @@ def test_corrupted_weights_fail_the_checksum(model_and_data, tmp_path):
     model, _ = model_and_data
     path = tmp_path / "m"
     model.save(path)
-    with zipfile.ZipFile(path) as archive:
-        meta = archive.read("model.json")
-        weights = bytearray(archive.read("weights.pt"))
+    meta, weights = _read_archive(path)
+    weights = bytearray(weights)
     weights[len(weights) // 2] ^= 0xFF
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("model.json", meta)
-        archive.writestr("weights.pt", bytes(weights))
+    _write_archive(path, meta, bytes(weights))
     with pytest.raises(ValueError, match="checksum"):
         InfoCatVAE.load(path)
 
@@ -120,13 +127,10 @@ def test_pickled_weights_inside_a_valid_archive_are_refused(model_and_data, tmp_
     model, _ = model_and_data
     path = tmp_path / "m"
     model.save(path)
-    with zipfile.ZipFile(path) as archive:
-        meta = json.loads(archive.read("model.json"))
+    meta, _ = _read_archive(path)
     evil = pickle.dumps(_Boom())
     meta["weights_sha256"] = hashlib.sha256(evil).hexdigest()
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("model.json", json.dumps(meta))
-        archive.writestr("weights.pt", evil)
+    _write_archive(path, meta, evil)
     with pytest.raises(ValueError, match="weights could not be read"):
         InfoCatVAE.load(path)
 
@@ -135,13 +139,9 @@ def test_newer_format_is_refused_with_upgrade_hint(model_and_data, tmp_path):
     model, _ = model_and_data
     path = tmp_path / "m"
     model.save(path)
-    with zipfile.ZipFile(path) as archive:
-        meta = json.loads(archive.read("model.json"))
-        weights = archive.read("weights.pt")
+    meta, weights = _read_archive(path)
     meta["format_version"] = 99
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("model.json", json.dumps(meta))
-        archive.writestr("weights.pt", weights)
+    _write_archive(path, meta, weights)
     with pytest.raises(ValueError, match="upgrade catvae_sklearn"):
         InfoCatVAE.load(path)
 
