@@ -291,7 +291,11 @@ class InfoCatVAE(
         ----------
         X : array-like of shape (n_samples, n_features)
             Training data. Dense numeric arrays or DataFrames; values in
-            [0, 1] for a Bernoulli likelihood.
+            [0, 1] for a Bernoulli likelihood. Sparse matrices are refused
+            with a ``TypeError``: the network needs dense rows and training
+            keeps the data on the device, so densify explicitly
+            (``X.toarray()``) when it fits in memory, or stream dense chunks
+            to :meth:`partial_fit`.
         y : Ignored
             Not used, present for API consistency by convention.
 
