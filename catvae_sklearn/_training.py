@@ -126,9 +126,7 @@ def stream_guide(module, X, centres, config):
     ``(None, None)`` for ``init_params="random"``.
     """
     if centres is None:
-        if module.likelihood == "gaussian":
-            module.set_data_scale(*_feature_scale(X))
-        if config.init_params == "random" or config.guide_iter == 0:
+        if not _scale_and_want_guide(module, X, config):
             return None, None
         with torch.no_grad():
             labels, centres = initial_assignments(
@@ -146,14 +144,19 @@ def stream_guide(module, X, centres, config):
 _GUIDE_SCALE = 10.0 * 2.3
 
 
+def _scale_and_want_guide(module, X, config):
+    """Fix the data scaling from ``X``; say whether a guided start is wanted."""
+    if module.likelihood == "gaussian":
+        module.set_data_scale(*_feature_scale(X))
+    return config.init_params != "random" and config.guide_iter > 0
+
+
 def prepare(module, X, config):
     """Fix the data scaling of ``module`` and return the initial guide labels.
 
     Returns ``None`` for ``init_params="random"``.
     """
-    if module.likelihood == "gaussian":
-        module.set_data_scale(*_feature_scale(X))
-    if config.init_params == "random" or config.guide_iter == 0:
+    if not _scale_and_want_guide(module, X, config):
         return None
     if config.init_params == "autoencoder":
         embedding = pretrain_autoencoder(module, X, config)
