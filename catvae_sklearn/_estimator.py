@@ -23,6 +23,7 @@ from ._training import (
     fixed_noise,
     map_batches,
     prepare,
+    resolve_init,
     stream_guide,
     to_tensor,
     train,
@@ -102,31 +103,60 @@ class InfoCatVAE(
         data, ideally standardised. ``"auto"`` picks Bernoulli when every
         training value lies in [0, 1], else Gaussian.
 
-    init_params : {"kmeans", "autoencoder", "random"}, default="kmeans"
-        How ``q(c|x)`` starts. ``"kmeans"`` runs k-means on the data (after
-        standardisation for a Gaussian likelihood) and steers ``q(c|x)``
-        towards those labels during the first epochs, with a weight that
-        decays to zero. ``"autoencoder"`` does the same with k-means on the
-        embedding of an autoencoder trained for ``pretrain_iter`` epochs.
-        ``"random"`` starts from random weights, as the paper does.
+    init_params : {"auto", "tsne", "gmm", "kmeans", "spectral", \
+            "autoencoder", "random"}, default="auto"
+        Where the partition starts. Every option but ``"random"`` computes
+        initial cluster labels and adds a cross-entropy that steers
+        ``q(c|x)`` towards them (see ``guide_iter``); data with a Gaussian
+        likelihood are standardised first, wide data reduced by PCA to 50
+        dimensions.
+
+        - ``"tsne"``: a full-covariance Gaussian mixture on a 2-D t-SNE map
+          (fit on at most 20,000 rows; the others take their nearest
+          neighbour's label). Follows curved, elongated classes such as
+          handwritten digits: 0.945 accuracy on digits where k-means gives
+          0.79.
+        - ``"gmm"``: a full-covariance Gaussian mixture on the data.
+        - ``"auto"``: ``"tsne"`` for more than 50 features, ``"gmm"``
+          otherwise (on the 13-, 30- and 4-feature wine, breast-cancer and
+          iris data t-SNE starts scored 0.93, 0.88 and 0.82, a mixture 0.96,
+          0.94 and 0.97).
+        - ``"kmeans"``: k-means on the data. ``"spectral"``: spectral
+          clustering of a 10-nearest-neighbour graph.
+        - ``"autoencoder"``: k-means on the embedding of an autoencoder
+          trained for ``pretrain_iter`` epochs.
+        - ``"random"``: random weights and no guide, as in the paper.
+
+        ``benchmarks/results/`` has the numbers behind the default.
 
     pretrain_iter : int, default=10
         Autoencoder warm-up epochs for ``init_params="autoencoder"``.
 
+    guide_iter : int or None, default=None
+        How long the pull towards the initial labels lasts. ``None`` keeps
+        it at full weight through training: the network then models the
+        starting partition, which it otherwise drifts away from (digits,
+        t-SNE start at 0.945 accuracy, 40 epochs: 0.942 with the guide kept
+        on; 0.932 with its weight falling to zero over the 40 epochs; 0.89
+        falling over the first 10). An
+        integer makes the weight fall linearly to zero over that many epochs
+        (``partial_fit`` calls), after which the paper's objective alone is
+        trained. 0 turns the guide off.
+
     batch_size : int or "auto", default="auto"
         Mini-batch size, clipped to the number of training samples. ``"auto"``
-        is ``min(256, max(16, n_samples // 10))``: at least ten optimiser
-        steps per epoch, so a data set of 150 rows trains as well as one of
-        10,000 (with a fixed 256, each of its epochs is a single step).
+        is ``min(256, max(16, n_samples // 32))``: at least 32 optimiser
+        steps per epoch, so a data set of 1,800 rows trains as well as one
+        of 10,000 (digits: 0.943 accuracy with batches of 64, 0.930 with 179
+        after 20 epochs).
 
     learning_rate_init : float, default=1e-3
         Adam's learning rate.
 
-    max_iter : int, default=40
-        Maximum number of training epochs (after any warm-up). 40 keeps a
+    max_iter : int, default=20
+        Maximum number of training epochs (after any warm-up). 20 keeps a
         default fit of the 10,000 MNIST test images under two minutes on a
-        2-core CPU; accuracy changed by under 0.01 from 10 to 60 epochs on
-        digits, as the k-means start fixes most of the partition.
+        2-core CPU (about 100 s, a third of it the t-SNE start).
 
     tol : float, default=1e-4
         Relative improvement of the monitored loss below which an epoch
@@ -222,8 +252,9 @@ class InfoCatVAE(
         "info_weight": [Interval(Real, 0, None, closed="left")],
         "balance_weight": [Interval(Real, 0, None, closed="left")],
         "likelihood": [StrOptions({"auto", BERNOULLI, GAUSSIAN})],
-        "init_params": [StrOptions({"kmeans", "spectral", "autoencoder", "random"})],
+        "init_params": [StrOptions({"auto", "tsne", "gmm", "kmeans", "spectral", "autoencoder", "random"})],
         "pretrain_iter": [Interval(Integral, 0, None, closed="left")],
+        "guide_iter": [Interval(Integral, 0, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -247,11 +278,12 @@ class InfoCatVAE(
         info_weight=10.0,
         balance_weight=1.0,
         likelihood="auto",
-        init_params="kmeans",
+        init_params="auto",
         pretrain_iter=10,
+        guide_iter=None,
         batch_size="auto",
         learning_rate_init=1e-3,
-        max_iter=40,
+        max_iter=20,
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
@@ -270,6 +302,7 @@ class InfoCatVAE(
         self.likelihood = likelihood
         self.init_params = init_params
         self.pretrain_iter = pretrain_iter
+        self.guide_iter = guide_iter
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
         self.max_iter = max_iter
@@ -376,14 +409,14 @@ class InfoCatVAE(
             self._check_enough_samples(X.shape[0])
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
             device = self._initialise(X, seed)
-            self._stream_calls, self._stream_centres = 0, None
+            self._stream_calls, self._stream_centres, self._stream_guided = 0, None, True
         else:
             self._check_warm_start_compatible()
             device = self.module_.prior_means.device
         if getattr(self, "_stream_calls", None) is None:
             # Continuing a model that fit() or load() produced: its start is
             # behind it, so no guide and no new data scaling.
-            self._stream_calls, self._stream_centres = _GUIDE_ITER, None
+            self._stream_calls, self._stream_centres, self._stream_guided = 0, None, False
         seed = (getattr(self, "_seed", 0) + self._stream_calls) % np.iinfo(np.int32).max
         config = self._training_config(X.shape[0], 1, seed)
         config.n_iter_no_change = 10**9
@@ -391,7 +424,9 @@ class InfoCatVAE(
             module = self.module_.train()
             X_t = to_tensor(X, device)
             guide = None
-            if self._stream_calls < _GUIDE_ITER:
+            if self._stream_guided and (
+                self.guide_iter is None or self._stream_calls < self.guide_iter
+            ):
                 guide, self._stream_centres = stream_guide(
                     module, X_t, self._stream_centres, config
                 )
@@ -691,8 +726,8 @@ class InfoCatVAE(
             info_weight=self.info_weight,
             balance_weight=self.balance_weight,
             pretrain_iter=self.pretrain_iter,
-            init_params=self.init_params,
-            guide_iter=_GUIDE_ITER,
+            init_params=resolve_init(self.init_params, self.n_features_in_),
+            guide_iter=self.guide_iter,
             seed=seed,
             verbose=self.verbose,
         )
@@ -761,7 +796,7 @@ class InfoCatVAE(
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
-            return min(256, max(16, n_samples // 10), n_samples)
+            return min(256, max(16, n_samples // 32), n_samples)
         return min(self.batch_size, n_samples)
 
     def _apply(self, fn, X, elements_per_row):
@@ -774,10 +809,6 @@ class InfoCatVAE(
 
     def _decode_latent(self, Z):
         return self._apply(self.module_.decoded_mean, Z, self.module_.n_features)
-
-
-# Epochs over which q(c|x) is steered towards the autoencoder's k-means labels.
-_GUIDE_ITER = 10
 
 
 def _softmax(logits):

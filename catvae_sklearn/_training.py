@@ -14,6 +14,10 @@ import torch
 from torch.nn import functional as F
 
 from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.exceptions import ConvergenceWarning
 
 
@@ -32,7 +36,7 @@ class TrainingConfig:
     balance_weight: float
     pretrain_iter: int
     init_params: str
-    guide_iter: int
+    guide_iter: int | None
     seed: int
     verbose: int = 0
 
@@ -148,7 +152,7 @@ def _scale_and_want_guide(module, X, config):
     """Fix the data scaling from ``X``; say whether a guided start is wanted."""
     if module.likelihood == "gaussian":
         module.set_data_scale(*_feature_scale(X))
-    return config.init_params != "random" and config.guide_iter > 0
+    return config.init_params != "random" and config.guide_iter != 0
 
 
 def prepare(module, X, config):
@@ -165,6 +169,10 @@ def prepare(module, X, config):
             embedding = module._standardise(X)
     if config.init_params == "spectral":
         return spectral_assignments(embedding, module.n_clusters, config.seed)
+    if config.init_params == "tsne":
+        return tsne_assignments(embedding, module.n_clusters, config.seed)
+    if config.init_params == "gmm":
+        return mixture_assignments(embedding, module.n_clusters, config.seed)
     return initial_assignments(embedding, module.n_clusters, config.seed)[0]
 
 
@@ -176,12 +184,8 @@ def spectral_assignments(data, n_clusters, seed):
     PCA to at most 50 dimensions first keeps the neighbour search cheap.
     """
     from sklearn.cluster import SpectralClustering
-    from sklearn.decomposition import PCA
 
-    values = data.float().cpu().numpy()
-    n_components = min(50, values.shape[1], values.shape[0])
-    if n_components < values.shape[1]:
-        values = PCA(n_components, random_state=seed).fit_transform(values)
+    values = _principal_components(data.float().cpu().numpy(), seed)
     spectral = SpectralClustering(
         n_clusters,
         affinity="nearest_neighbors",
@@ -197,6 +201,74 @@ def spectral_assignments(data, n_clusters, seed):
     return torch.as_tensor(labels, dtype=torch.long, device=data.device)
 
 
+# Past this many features a full-covariance mixture has too many parameters
+# and Euclidean distances concentrate: ``init_params="auto"`` switches from
+# a mixture on the data to a mixture on a t-SNE map.
+_AUTO_TSNE_MIN_FEATURES = 50
+
+# t-SNE costs O(n log n) with a large constant: past this many rows it runs on
+# a random subsample and the other rows take their nearest neighbour's label.
+_TSNE_MAX_ROWS = 20_000
+
+
+def resolve_init(init_params, n_features):
+    """The start ``init_params="auto"`` stands for, given the data's width."""
+    if init_params != "auto":
+        return init_params
+    return "tsne" if n_features > _AUTO_TSNE_MIN_FEATURES else "gmm"
+
+
+def _principal_components(values, seed):
+    n_components = min(50, values.shape[1], values.shape[0])
+    if n_components < values.shape[1]:
+        values = PCA(n_components, random_state=seed).fit_transform(values)
+    return values
+
+
+def _mixture_labels(values, n_clusters, seed):
+    try:
+        mixture = GaussianMixture(n_clusters, n_init=3, random_state=seed)
+        return mixture.fit(values).predict(values)
+    except ValueError:
+        # A component collapsed onto duplicated points (its covariance is
+        # singular even after regularisation): k-means has no covariances.
+        return KMeans(n_clusters, n_init=4, random_state=seed).fit_predict(values)
+
+
+def mixture_assignments(data, n_clusters, seed):
+    """Full-covariance Gaussian-mixture clusters of ``data`` (PCA to <= 50)."""
+    values = _principal_components(data.float().cpu().numpy(), seed)
+    labels = _mixture_labels(values, n_clusters, seed)
+    return torch.as_tensor(labels, dtype=torch.long, device=data.device)
+
+
+def tsne_assignments(data, n_clusters, seed):
+    """Gaussian-mixture clusters of a 2-D t-SNE map of ``data``.
+
+    t-SNE keeps each point's neighbourhood, so the classes of image data
+    (MNIST, digits) come out as separate islands of arbitrary shape, which a
+    full-covariance mixture separates where k-means on the raw pixels cannot.
+    """
+    values = _principal_components(data.float().cpu().numpy(), seed)
+    n_samples = values.shape[0]
+    subset = np.arange(n_samples)
+    if n_samples > _TSNE_MAX_ROWS:
+        rng = np.random.default_rng(seed)
+        subset = np.sort(rng.choice(n_samples, _TSNE_MAX_ROWS, replace=False))
+    embedding = TSNE(
+        2,
+        perplexity=min(30.0, (len(subset) - 1) / 3.0),
+        init="pca",
+        max_iter=500,
+        random_state=seed,
+    ).fit_transform(values[subset])
+    labels = _mixture_labels(embedding, n_clusters, seed)
+    if len(subset) < n_samples:
+        neighbours = KNeighborsClassifier(1).fit(values[subset], labels)
+        labels = neighbours.predict(values)
+    return torch.as_tensor(labels, dtype=torch.long, device=data.device)
+
+
 def _feature_scale(X):
     """Per-feature mean and standard deviation; 1 for constant features."""
     mean = X.mean(0)
@@ -208,6 +280,14 @@ def _balance_penalty(resp):
     """KL(mean_batch q(c|x) || uniform): zero when clusters are used equally."""
     mean_resp = resp.mean(0).clamp_min(1e-12)
     return (mean_resp * torch.log(mean_resp * resp.shape[1])).sum()
+
+
+def _guide_weight(guide, guide_iter, epoch):
+    if guide is None or guide_iter == 0:
+        return 0.0
+    if guide_iter is None:
+        return 1.0
+    return max(0.0, 1.0 - epoch / guide_iter)
 
 
 def evaluate_negative_elbo(module, X, batch_size=4096):
@@ -233,8 +313,9 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
     non-finite, :class:`TrainingDivergedError` is raised.
 
     ``guide`` holds labels for the rows of ``X`` that q(c|x) is steered
-    towards, with a weight falling linearly from 1 to 0 over
-    ``config.guide_iter`` epochs, of which ``guide_offset`` already passed.
+    towards. Its weight stays 1 when ``config.guide_iter`` is None, and
+    otherwise falls linearly from 1 to 0 over ``config.guide_iter`` epochs, of
+    which ``guide_offset`` already passed.
 
     Returns the :class:`TrainingResult` and the optimizer (for warm starts).
     """
@@ -250,11 +331,7 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
     try:
         for epoch in range(config.max_iter):
             epoch_start_state = _state_copy(module)
-            guide_weight = (
-                max(0.0, 1.0 - (epoch + guide_offset) / config.guide_iter)
-                if guide is not None and config.guide_iter > 0
-                else 0.0
-            )
+            guide_weight = _guide_weight(guide, config.guide_iter, epoch + guide_offset)
             total = torch.zeros((), device=X.device)
             for idx in _batches(n, config.batch_size, X.device):
                 out = module.elbo(X[idx])
@@ -305,9 +382,9 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
                 bar.set_postfix(loss=f"{epoch_loss:.4g}")
                 bar.update()
 
-            # During the guided phase the objective itself changes each epoch,
-            # so its losses are not compared for stopping.
-            if guide_weight > 0:
+            # While the guide's weight falls, the objective itself changes each
+            # epoch, so its losses are not compared for stopping.
+            if guide_weight > 0 and config.guide_iter is not None:
                 continue
             if monitored < best_loss - config.tol * max(1.0, abs(best_loss)):
                 epochs_without_improvement = 0
