@@ -194,7 +194,7 @@ class InfoCatVAE(
     labels_ : ndarray of shape (n_samples,)
         Cluster of each training sample (argmax of ``q(c|x)``).
 
-    cluster_centers_ : ndarray of shape (n_clusters, n_features_in_)
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
         Decoded prior means: what the model considers each cluster's typical
         point, in data space.
 
@@ -219,7 +219,7 @@ class InfoCatVAE(
     n_features_in_ : int
         Number of features seen during fit.
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         Names of features seen during fit, when X has string column names.
 
     See Also
@@ -514,7 +514,7 @@ class InfoCatVAE(
 
         Returns
         -------
-        X_original : ndarray of shape (n_samples, n_features_in_)
+        X_original : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
         Z = _check_latent(X, self.module_.latent_dim)
@@ -581,7 +581,7 @@ class InfoCatVAE(
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, n_features)
             Generated samples.
         y : ndarray of shape (n_samples,)
             Cluster each sample was generated from.
