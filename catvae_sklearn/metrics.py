@@ -1,11 +1,13 @@
-"""Clustering metrics that need labels: for evaluation, never for fitting."""
+"""Clustering metrics: accuracy against known classes (for evaluation, never
+for fitting) and a label-free score for choosing the number of clusters."""
 
 from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import make_scorer
+import numpy as np
+from sklearn.metrics import make_scorer, silhouette_score
 from sklearn.metrics.cluster import contingency_matrix
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
-__all__ = ["cluster_accuracy_score", "cluster_accuracy_scorer"]
+__all__ = ["cluster_accuracy_score", "cluster_accuracy_scorer", "latent_silhouette_scorer"]
 
 
 def cluster_accuracy_score(y_true, y_pred):
@@ -53,3 +55,41 @@ It calls the estimator's ``predict`` and compares with the ``y`` given to
 the search, so it needs labels: use it to evaluate, not to pick a model
 where labels are unknown.
 """
+
+
+def latent_silhouette_scorer(estimator, X, y=None, *, max_samples=5000):
+    """Silhouette of the predicted clusters in the model's latent space.
+
+    A label-free score for choosing ``n_clusters`` with ``GridSearchCV``
+    (``scoring=latent_silhouette_scorer``): it measures how well the
+    clusters of held-out data are separated in the latent codes that
+    ``transform`` returns, from -1 to 1, higher is better.
+    ``benchmarks/results/model_selection.md`` compares it with the held-out
+    ELBO and with ``GaussianMixture.bic``.
+
+    Parameters
+    ----------
+    estimator : fitted InfoCatVAE, or a Pipeline ending in one
+    X : array-like of shape (n_samples, n_features)
+    y : Ignored
+    max_samples : int, default=5000
+        Silhouettes cost O(n^2): larger ``X`` is scored on a fixed random
+        subsample of this size.
+
+    Returns
+    -------
+    score : float
+        -1 when every sample falls into one cluster, or each into its own
+        (no separation to measure).
+    """
+    labels = estimator.predict(X)
+    if not 2 <= np.unique(labels).size < labels.shape[0]:
+        return -1.0
+    codes = estimator.transform(X)
+    n_samples = codes.shape[0]
+    if n_samples > max_samples:
+        keep = np.random.default_rng(0).choice(n_samples, max_samples, replace=False)
+        codes, labels = codes[keep], labels[keep]
+        if not 2 <= np.unique(labels).size < max_samples:
+            return -1.0
+    return float(silhouette_score(codes, labels))

@@ -1,0 +1,83 @@
+"""Where training starts: the t-SNE and mixture starts and the guide."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import GridSearchCV
+
+from catvae_sklearn import InfoCatVAE
+from catvae_sklearn import _training
+from catvae_sklearn.metrics import latent_silhouette_scorer
+
+from ._helpers import QUICK, blobs, digits
+
+
+def test_auto_start_is_tsne_for_wide_data_and_a_mixture_for_narrow_data():
+    assert _training.resolve_init("auto", 64) == "tsne"
+    assert _training.resolve_init("auto", 13) == "gmm"
+    assert _training.resolve_init("kmeans", 64) == "kmeans"
+
+
+def test_tsne_start_on_a_subsample_labels_every_row(monkeypatch):
+    monkeypatch.setattr(_training, "_TSNE_MAX_ROWS", 150)
+    X, y = blobs(n_samples=400, centers=3, n_features=8)
+    labels = _training.tsne_assignments(torch.as_tensor(X, dtype=torch.float32), 3, seed=0)
+    assert labels.shape == (400,)
+    assert adjusted_rand_score(y, labels.numpy()) >= 0.95
+
+
+def test_tsne_start_separates_digit_classes_better_than_kmeans():
+    from sklearn.cluster import KMeans
+
+    X, y = digits(600)
+    tsne = _training.tsne_assignments(torch.as_tensor(X, dtype=torch.float32), 10, seed=0)
+    kmeans = KMeans(10, n_init=4, random_state=0).fit_predict(X)
+    assert adjusted_rand_score(y, tsne.numpy()) > adjusted_rand_score(y, kmeans) + 0.05
+
+
+def test_mixture_start_survives_duplicated_points():
+    X = np.repeat(np.arange(4.0)[:, None], 10, axis=0) @ np.ones((1, 3))
+    labels = _training.mixture_assignments(torch.as_tensor(X, dtype=torch.float32), 4, seed=0)
+    assert len(np.unique(labels.numpy())) == 4
+
+
+def test_guide_kept_on_keeps_the_starting_partition():
+    X, _ = digits(500)
+    # fit draws its seed from random_state=0 this way.
+    seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
+    start = _training.tsne_assignments(torch.as_tensor(X, dtype=torch.float32), 8, seed)
+    on = InfoCatVAE(8, guide_iter=None, **QUICK).fit(X)
+    off = InfoCatVAE(8, guide_iter=3, **QUICK).fit(X)
+    agreement_on = adjusted_rand_score(start.numpy(), on.labels_)
+    agreement_off = adjusted_rand_score(start.numpy(), off.labels_)
+    assert agreement_on >= 0.9
+    assert agreement_on > agreement_off
+
+
+@pytest.mark.parametrize("guide_iter", [0, 5])
+def test_guide_iter_integer_and_zero_train(guide_iter):
+    X, _ = blobs(200, centers=3)
+    model = InfoCatVAE(3, guide_iter=guide_iter, **QUICK).fit(X)
+    assert np.isfinite(model.score(X))
+
+
+def test_latent_silhouette_scorer_is_a_label_free_grid_search_score():
+    X, _ = blobs(400, centers=4, n_features=10)
+    search = GridSearchCV(
+        InfoCatVAE(**QUICK), {"n_clusters": [2, 4, 6]}, scoring=latent_silhouette_scorer, cv=2
+    ).fit(X)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.all((scores >= -1) & (scores <= 1))
+    assert search.best_params_ == {"n_clusters": 4}
+
+
+def test_latent_silhouette_is_minus_one_for_a_single_cluster():
+    class OneCluster:
+        def predict(self, X):
+            return np.zeros(len(X), dtype=int)
+
+        def transform(self, X):
+            return X
+
+    assert latent_silhouette_scorer(OneCluster(), np.random.rand(10, 2)) == -1.0
