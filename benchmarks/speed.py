@@ -123,6 +123,37 @@ def ours_epoch_seconds(X, epochs, cfg, device):
     return (time.perf_counter() - start) / epochs
 
 
+def training_peak_memory_mib(X, cfg, device):
+    """Extra peak memory of one training epoch over the data already loaded.
+
+    CPU: the process's peak RSS (VmHWM, reset first) less its RSS before the
+    epoch. CUDA: ``torch.cuda.max_memory_allocated`` less the allocation
+    before the epoch.
+    """
+    module = _module(X, cfg, device)
+    Xt = to_tensor(X, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        train(module, Xt, None, _config(cfg, 1))
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    base = _proc_status_bytes("VmRSS")
+    train(module, Xt, None, _config(cfg, 1))
+    return (_proc_status_bytes("VmHWM") - base) / 2**20
+
+
+def _proc_status_bytes(field):
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def training_flops_per_epoch(X, cfg, device):
     """FLOPs of one epoch, counted on one training step and scaled."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -235,6 +266,10 @@ def main(argv=None):
         ["measured matmul GFLOP/s (2048x2048 float32)", f"{peak:.1f}"],
         ["share of matmul throughput", f"{flops / t_ours / 1e9 / peak:.0%}"],
     ]
+    if device.type == "cuda" or os.path.exists("/proc/self/clear_refs"):
+        memory_kind = "GPU allocation" if device.type == "cuda" else "RSS"
+        rows.append([f"training extra peak {memory_kind} MiB (one epoch, data loaded)",
+                     f"{training_peak_memory_mib(X, PAPER, device):.0f}"])
     if base:
         t_base = float(np.median(base))
         rows += [
