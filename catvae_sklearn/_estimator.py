@@ -387,9 +387,12 @@ class InfoCatVAE(
         <sklearn.cluster.MiniBatchKMeans.partial_fit>`: the first call sets
         up the model (likelihood, data scaling and the k-means start are
         taken from that first chunk, which needs at least ``n_clusters``
-        rows), later calls continue training. ``init_params`` other than
-        ``"random"`` use k-means on the data. ``labels_`` holds the clusters
-        of the last chunk.
+        rows), later calls continue training. Whatever ``init_params`` says
+        (but ``"random"``), the stream starts from k-means on the first
+        chunk, since a t-SNE map cannot place rows that arrive later: each
+        chunk is guided towards its nearest k-means centres for the first
+        ``guide_iter`` calls, or every call when ``guide_iter`` is None.
+        ``labels_`` holds the clusters of the last chunk.
 
         Parameters
         ----------

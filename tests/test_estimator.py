@@ -249,10 +249,10 @@ def test_partial_fit_on_a_stream_matches_full_fit_quality():
     ari_stream = adjusted_rand_score(y_test, stream.predict(X_test))
     ari_full = adjusted_rand_score(y_test, full.predict(X_test))
     print(f"ARI stream {ari_stream:.3f} full {ari_full:.3f}")
-    assert ari_stream >= 0.9
-    # Measured: stream 0.918, full 0.990 (the guide phase is ten chunks,
-    # fewer optimiser steps than ten full epochs).
-    assert ari_stream >= ari_full - 0.08
+    assert ari_stream >= 0.95
+    # Measured: stream 0.995, full 1.000. The stream is guided by the first
+    # chunk's k-means centres on every call (guide_iter=None).
+    assert ari_stream >= ari_full - 0.02
 
 
 def test_partial_fit_first_chunk_needs_n_clusters_rows():

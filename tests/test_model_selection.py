@@ -38,7 +38,7 @@ def test_grid_search_in_a_pipeline_with_the_accuracy_scorer():
 def test_parallel_search_in_process_workers():
     X, _ = blobs(200, centers=3)
     search = GridSearchCV(
-        InfoCatVAE(**QUICK), {"n_clusters": [2, 3]}, cv=2, n_jobs=2
+        InfoCatVAE(**QUICK), {"n_clusters": [2, 3]}, cv=2, n_jobs=-1
     ).fit(X)
     assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
 
