@@ -138,10 +138,9 @@ class InfoCatVAE(
         starting partition, which it otherwise drifts away from (digits,
         t-SNE start at 0.945 accuracy, 40 epochs: 0.942 with the guide kept
         on; 0.932 with its weight falling to zero over the 40 epochs; 0.89
-        falling over the first 10). An
-        integer makes the weight fall linearly to zero over that many epochs
-        (``partial_fit`` calls), after which the paper's objective alone is
-        trained. 0 turns the guide off.
+        falling over the first 10). An integer makes the weight fall
+        linearly to zero over that many epochs (``partial_fit`` calls), after
+        which the paper's objective alone is trained. 0 turns the guide off.
 
     batch_size : int or "auto", default="auto"
         Mini-batch size, clipped to the number of training samples. ``"auto"``
