@@ -127,12 +127,8 @@ _TRAINING_MEMORY_CHILD = """
 import json, sys
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
-from speed import _config, _module
+from speed import _config, _module, proc_status_bytes as status
 from catvae_sklearn._training import to_tensor, train
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
 cfg = json.loads(sys.argv[2])
 X = np.load(sys.argv[3])
 device = torch.device(sys.argv[4])
@@ -148,6 +144,15 @@ else:
     train(module, Xt, None, _config(cfg, 1))
     print((status("VmHWM") - base) / 2**20)
 """
+
+
+def proc_status_bytes(field):
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def training_peak_memory_mib(X, cfg, device, tmpdir):

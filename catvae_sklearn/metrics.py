@@ -5,7 +5,8 @@ from scipy.optimize import linear_sum_assignment
 import numpy as np
 from sklearn.metrics import make_scorer, silhouette_score
 from sklearn.metrics.cluster import contingency_matrix
-from sklearn.utils.validation import check_consistent_length, column_or_1d
+from sklearn.utils import _safe_indexing
+from sklearn.utils.validation import _num_samples, check_consistent_length, column_or_1d
 
 __all__ = ["cluster_accuracy_score", "cluster_accuracy_scorer", "latent_silhouette_scorer"]
 
@@ -82,14 +83,11 @@ def latent_silhouette_scorer(estimator, X, y=None, *, max_samples=5000):
         -1 when every sample falls into one cluster, or each into its own
         (no separation to measure).
     """
+    n_samples = _num_samples(X)
+    if n_samples > max_samples:
+        keep = np.random.default_rng(0).choice(n_samples, max_samples, replace=False)
+        X = _safe_indexing(X, keep)
     labels = estimator.predict(X)
     if not 2 <= np.unique(labels).size < labels.shape[0]:
         return -1.0
-    codes = estimator.transform(X)
-    n_samples = codes.shape[0]
-    if n_samples > max_samples:
-        keep = np.random.default_rng(0).choice(n_samples, max_samples, replace=False)
-        codes, labels = codes[keep], labels[keep]
-        if not 2 <= np.unique(labels).size < max_samples:
-            return -1.0
-    return float(silhouette_score(codes, labels))
+    return float(silhouette_score(estimator.transform(X), labels))

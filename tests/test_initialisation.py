@@ -81,3 +81,14 @@ def test_latent_silhouette_is_minus_one_for_a_single_cluster():
             return X
 
     assert latent_silhouette_scorer(OneCluster(), np.random.rand(10, 2)) == -1.0
+
+
+def test_latent_silhouette_subsamples_large_input_of_any_array_type():
+    pd = pytest.importorskip("pandas")
+    X, _ = blobs(300, centers=3)
+    model = InfoCatVAE(3, **QUICK).fit(X)
+    full = latent_silhouette_scorer(model, X)
+    sub = latent_silhouette_scorer(model, pd.DataFrame(X), max_samples=120)
+    assert -1 <= sub <= 1
+    # Well-separated blobs stay well separated on a subsample.
+    assert sub == pytest.approx(full, abs=0.1)
