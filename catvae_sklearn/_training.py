@@ -167,13 +167,21 @@ def prepare(module, X, config):
     else:  # on the data as the encoder sees them
         with torch.no_grad():
             embedding = module._standardise(X)
-    if config.init_params == "spectral":
-        return spectral_assignments(embedding, module.n_clusters, config.seed)
-    if config.init_params == "tsne":
-        return tsne_assignments(embedding, module.n_clusters, config.seed)
-    if config.init_params == "gmm":
-        return mixture_assignments(embedding, module.n_clusters, config.seed)
-    return initial_assignments(embedding, module.n_clusters, config.seed)[0]
+    starts = {
+        "spectral": spectral_assignments,
+        "tsne": tsne_assignments,
+        "gmm": mixture_assignments,
+    }
+    start = starts.get(config.init_params, _kmeans_labels)
+    # Constant data have zero total variance, so the PCA inside these starts
+    # (ours and t-SNE's own initialisation) computes an explained-variance
+    # ratio of 0/0. Only the projections are used, and they stay finite.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return start(embedding, module.n_clusters, config.seed)
+
+
+def _kmeans_labels(data, n_clusters, seed):
+    return initial_assignments(data, n_clusters, seed)[0]
 
 
 def spectral_assignments(data, n_clusters, seed):
@@ -218,11 +226,17 @@ def resolve_init(init_params, n_features):
     return "tsne" if n_features > _AUTO_TSNE_MIN_FEATURES else "gmm"
 
 
-def _principal_components(values, seed):
-    n_components = min(50, values.shape[1], values.shape[0])
-    if n_components < values.shape[1]:
-        values = PCA(n_components, random_state=seed).fit_transform(values)
-    return values
+def _principal_components(values, seed, max_components=50):
+    if values.shape[1] <= max_components:
+        return values
+    n_components = min(max_components, values.shape[0])
+    return PCA(n_components, random_state=seed).fit_transform(values)
+
+
+def _has_spread(values):
+    """Whether the rows of ``values`` differ by more than float32 round-off."""
+    spread = float(values.std(0).max()) if values.size else 0.0
+    return spread > 1e-6 * (1.0 + float(np.abs(values).max()))
 
 
 def _mixture_labels(values, n_clusters, seed):
@@ -250,6 +264,10 @@ def tsne_assignments(data, n_clusters, seed):
     full-covariance mixture separates where k-means on the raw pixels cannot.
     """
     values = _principal_components(data.float().cpu().numpy(), seed)
+    if not _has_spread(values):
+        # scikit-learn's Barnes-Hut t-SNE crashes the interpreter
+        # (segmentation fault) when every point is the same.
+        return _kmeans_labels(data, n_clusters, seed)
     n_samples = values.shape[0]
     subset = np.arange(n_samples)
     if n_samples > _TSNE_MAX_ROWS:

@@ -42,6 +42,19 @@ def test_mixture_start_survives_duplicated_points():
     assert len(np.unique(labels.numpy())) == 4
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("init_params", ["auto", "tsne", "gmm", "spectral", "kmeans"])
+@pytest.mark.parametrize("shape", [(4, 5), (30, 80)])
+def test_every_start_fits_identical_rows_without_crash_or_runtime_warning(init_params, shape):
+    # Identical rows made t-SNE segfault and PCA divide 0 by 0 (RuntimeWarning
+    # is an error in this suite), so this also guards the interpreter itself.
+    X = np.full(shape, 0.25)
+    model = InfoCatVAE(n_clusters=2, init_params=init_params, **QUICK).fit(X)
+    assert np.all(np.isfinite(model.score_samples(X)))
+    assert model.predict(X).shape == (shape[0],)
+
+
 def test_guide_kept_on_keeps_the_starting_partition():
     X, _ = digits(500)
     # fit draws its seed from random_state=0 this way.
