@@ -73,10 +73,9 @@ class InfoCatVAE(
 
     hidden_layer_sizes : tuple of int, default=(500,)
         Widths of the encoder's hidden layers; the decoder mirrors them. The
-        decoder runs once per cluster for every sample, so its width sets the
-        cost: one layer of 500 trains an MNIST epoch (10,000 images) in about
-        2.7 s on a 2-core CPU, two layers of 500 in 4.5 s, for no measured
-        gain in accuracy on digits or MNIST.
+        decoder runs once for each cluster a sample is evaluated under (see
+        ``min_decode_proba``), so its width sets the cost. Two layers of 500
+        instead of one gave no measured gain in accuracy on digits or MNIST.
 
     prior_scale : float, default=3.0
         ``lambda``, the distance of each cluster's prior mean from the origin
@@ -96,6 +95,20 @@ class InfoCatVAE(
         Weight of ``KL(mean_batch q(c|x) || p(c))``, an addition to the paper
         that stops every point choosing the same cluster. 0 gives the paper's
         objective exactly.
+
+    min_decode_proba : float in [0, 1], default=0.01
+        During training, a sample's reconstruction and latent KL are
+        computed only under the clusters with ``q(c|x)`` at least this, and
+        always its most likely one. The skipped clusters enter the loss with
+        that sample's worst computed fit and no gradient, so the encoder
+        still moves away from them. A trained posterior is peaked, so this
+        is one to four clusters a sample whatever ``K`` is, where the exact
+        ELBO costs every sample ``K`` decodes. On MNIST (paper
+        architecture, 2-core CPU, guided training) an epoch took 1.9 s
+        instead of 3.4 s at K=10 and 3.2 s instead of 17.9 s at K=50, with
+        the same accuracy on digits and MNIST. 0 computes every cluster: the
+        exact gradient of the ELBO, as in the paper. ``score_samples``,
+        ``score`` and early stopping always use the exact ELBO.
 
     likelihood : {"auto", "bernoulli", "gaussian"}, default="auto"
         Decoder distribution. ``"bernoulli"`` for data in [0, 1] (pixels);
@@ -207,7 +220,9 @@ class InfoCatVAE(
         Training epochs run (warm-up not included).
 
     loss_curve_ : list of float
-        Mean negative ELBO per sample (nats) of each training epoch.
+        Mean negative ELBO per sample (nats) of each training epoch, as
+        estimated during training: with ``min_decode_proba > 0`` each
+        sample's unlikely clusters count at its worst computed fit.
 
     validation_scores_ : list of float or None
         Mean held-out ELBO per epoch when ``early_stopping=True``.
@@ -250,6 +265,7 @@ class InfoCatVAE(
         "prior_scale": [Interval(Real, 0, None, closed="neither")],
         "info_weight": [Interval(Real, 0, None, closed="left")],
         "balance_weight": [Interval(Real, 0, None, closed="left")],
+        "min_decode_proba": [Interval(Real, 0, 1, closed="both")],
         "likelihood": [StrOptions({"auto", BERNOULLI, GAUSSIAN})],
         "init_params": [StrOptions({"auto", "tsne", "gmm", "kmeans", "spectral", "autoencoder", "random"})],
         "pretrain_iter": [Interval(Integral, 0, None, closed="left")],
@@ -276,6 +292,7 @@ class InfoCatVAE(
         prior_scale=3.0,
         info_weight=10.0,
         balance_weight=1.0,
+        min_decode_proba=0.01,
         likelihood="auto",
         init_params="auto",
         pretrain_iter=10,
@@ -298,6 +315,7 @@ class InfoCatVAE(
         self.prior_scale = prior_scale
         self.info_weight = info_weight
         self.balance_weight = balance_weight
+        self.min_decode_proba = min_decode_proba
         self.likelihood = likelihood
         self.init_params = init_params
         self.pretrain_iter = pretrain_iter
@@ -727,6 +745,7 @@ class InfoCatVAE(
             n_iter_no_change=self.n_iter_no_change,
             info_weight=self.info_weight,
             balance_weight=self.balance_weight,
+            min_decode_proba=self.min_decode_proba,
             pretrain_iter=self.pretrain_iter,
             init_params=resolve_init(self.init_params, self.n_features_in_),
             guide_iter=self.guide_iter,

@@ -116,10 +116,13 @@ class CategoricalVAE(nn.Module):
     def encode(self, x):
         """Return ``(logits, mean, logvar)`` of shapes (n, K), (n, K, d), (n, K, d)."""
         h = self.features(x)
-        logits = self.cluster_logits(h)
-        g = F.relu(self.head_features(h).unsqueeze(1) + self.cluster_codes)
-        mean, logvar = self.head_output(g).chunk(2, dim=-1)
-        return logits, mean, logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
+        mean, logvar = self._gaussian_head(self.head_features(h).unsqueeze(1) + self.cluster_codes)
+        return self.cluster_logits(h), mean, logvar
+
+    def _gaussian_head(self, pre_activation):
+        """Mean and log-variance of q(z|x,c) from ``W h(x) + E[c]``."""
+        mean, logvar = self.head_output(F.relu(pre_activation)).chunk(2, dim=-1)
+        return mean, logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
 
     # ----------------------------------------------------------------- decoder
     def decode(self, z):
@@ -146,7 +149,7 @@ class CategoricalVAE(nn.Module):
         return log_density - torch.log(self.data_scale).sum()
 
     # --------------------------------------------------------------- objective
-    def elbo(self, x, noise=None):
+    def elbo(self, x, noise=None, min_decode_proba=0.0):
         """Per-sample ELBO and its parts.
 
         Parameters
@@ -156,25 +159,24 @@ class CategoricalVAE(nn.Module):
             Standard normal draws for the reparameterisation, shared by every
             row so that a row's estimate does not depend on its batch. Fresh
             draws of shape (n, K, d) are used when omitted.
+        min_decode_proba : float, default=0.0
+            Evaluate a row only under the clusters with ``q(c|x)`` at least
+            this, and always its most likely one (see
+            :meth:`_likely_cluster_terms`); 0 evaluates every cluster.
 
         Returns
         -------
         dict with ``elbo``, ``reconstruction``, ``kl_z``, ``kl_c`` (each (n,)),
         ``logits`` (n, K) and ``resp`` (n, K), the posterior q(c|x).
         """
-        logits, mean, logvar = self.encode(x)
-        std = torch.exp(0.5 * logvar)
-        if noise is None:
-            z = (mean + std * torch.randn_like(std)).unsqueeze(0)
-        else:
-            z = mean.unsqueeze(0) + std.unsqueeze(0) * noise.unsqueeze(1)
-        # z: (S, n, K, d) -> expected log-likelihood per (n, K)
-        reconstruction = self.log_likelihood(x.unsqueeze(1), self.decode(z)).mean(0)
-        kl_z = 0.5 * (
-            logvar.exp() + (mean - self.prior_means).pow(2) - 1.0 - logvar
-        ).sum(-1)
+        h = self.features(x)
+        logits = self.cluster_logits(h)
         log_resp = F.log_softmax(logits, dim=-1)
         resp = log_resp.exp()
+        if min_decode_proba > 0:
+            reconstruction, kl_z = self._likely_cluster_terms(x, h, resp, noise, min_decode_proba)
+        else:
+            reconstruction, kl_z = self._every_cluster_terms(x, h, noise)
         kl_c = (resp * log_resp).sum(-1) + math.log(self.n_clusters)
         elbo = (resp * (reconstruction - kl_z)).sum(-1) - kl_c
         return {
@@ -185,6 +187,48 @@ class CategoricalVAE(nn.Module):
             "logits": logits,
             "resp": resp,
         }
+
+    def _every_cluster_terms(self, x, h, noise):
+        """``E_q(z|x,c) log p(x|z)`` and ``KL(q(z|x,c) || p(z|c))``, each (n, K)."""
+        mean, logvar = self._gaussian_head(self.head_features(h).unsqueeze(1) + self.cluster_codes)
+        eps = torch.randn_like(mean).unsqueeze(0) if noise is None else noise.unsqueeze(1)
+        z = mean + torch.exp(0.5 * logvar) * eps  # (S, n, K, d)
+        reconstruction = self.log_likelihood(x.unsqueeze(1), self.decode(z)).mean(0)
+        return reconstruction, self._kl_to_prior(mean, logvar, self.prior_means)
+
+    def _likely_cluster_terms(self, x, h, resp, noise, min_decode_proba):
+        """The terms of :meth:`_every_cluster_terms`, computed for likely clusters only.
+
+        Every cluster costs each row a Gaussian head of width ``K * delta``
+        and a decode, so the exact terms grow as K squared. Here only pairs
+        with ``q(c|x) >= min_decode_proba``, and each row's most likely
+        cluster, are computed; a trained posterior is peaked, so that is one
+        to three clusters a row. A skipped pair enters with its row's worst
+        computed reconstruction and KL, without gradient: it still costs
+        ``q(c|x)`` times a poor fit, so the encoder is not drawn towards
+        clusters it never sees evaluated. The row's ELBO moves by the skipped
+        clusters' total ``q(c|x)`` (under ``K * min_decode_proba``) times the
+        gap between their fit and that worst one.
+        """
+        with torch.no_grad():
+            keep = resp >= min_decode_proba
+            keep[torch.arange(resp.shape[0], device=resp.device), resp.argmax(1)] = True
+            rows, clusters = keep.nonzero(as_tuple=True)
+        mean, logvar = self._gaussian_head(
+            self.head_features(h)[rows] + self.cluster_codes[clusters]
+        )
+        eps = torch.randn_like(mean).unsqueeze(0) if noise is None else noise[:, clusters]
+        z = mean + torch.exp(0.5 * logvar) * eps  # (S, P, d)
+        reconstruction = self.log_likelihood(x[rows], self.decode(z)).mean(0)
+        kl_z = self._kl_to_prior(mean, logvar, self.prior_means[clusters])
+        return (
+            _spread_over_clusters(reconstruction, rows, clusters, resp, "amin"),
+            _spread_over_clusters(kl_z, rows, clusters, resp, "amax"),
+        )
+
+    @staticmethod
+    def _kl_to_prior(mean, logvar, prior_means):
+        return 0.5 * (logvar.exp() + (mean - prior_means).pow(2) - 1.0 - logvar).sum(-1)
 
     def sample_prior(self, clusters):
         """Draw ``z ~ p(z|c)`` for each cluster index in ``clusters``."""
@@ -224,6 +268,19 @@ class CategoricalVAE(nn.Module):
             + self.log_likelihood(x, self.decode(z))
         )
         return torch.logsumexp(log_p - log_q, dim=0) - math.log(n_samples)
+
+
+def _spread_over_clusters(values, rows, clusters, like, worst):
+    """An (n, K) matrix shaped ``like`` holding ``values`` at (rows, clusters).
+
+    Every other entry is its row's ``worst`` (``"amin"`` or ``"amax"``) value,
+    detached, so that it carries no gradient.
+    """
+    start = math.inf if worst == "amin" else -math.inf
+    fill = torch.full_like(like[:, 0], start).scatter_reduce(
+        0, rows, values.detach(), reduce=worst
+    )
+    return fill.unsqueeze(1).expand_as(like).index_put((rows, clusters), values)
 
 
 def _standard_normal_log_prob(eps):

@@ -34,6 +34,7 @@ class TrainingConfig:
     n_iter_no_change: int
     info_weight: float
     balance_weight: float
+    min_decode_proba: float
     pretrain_iter: int
     init_params: str
     guide_iter: int | None
@@ -352,7 +353,7 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
             guide_weight = _guide_weight(guide, config.guide_iter, epoch + guide_offset)
             total = torch.zeros((), device=X.device)
             for idx in _batches(n, config.batch_size, X.device):
-                out = module.elbo(X[idx])
+                out = module.elbo(X[idx], min_decode_proba=config.min_decode_proba)
                 negative_elbo = -out["elbo"]
                 loss = negative_elbo.mean()
                 if config.info_weight > 0:

@@ -63,6 +63,63 @@ def test_elbo_matches_its_definition():
     torch.testing.assert_close(out["elbo"], expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_likely_cluster_elbo_equals_the_exact_one_when_nothing_is_skipped(likelihood):
+    module = _module(likelihood)
+    x = torch.rand(9, 12)
+    noise = torch.randn(2, 4, module.latent_dim)
+    exact = module.elbo(x, noise=noise)
+    sparse = module.elbo(x, noise=noise, min_decode_proba=1e-12)
+    for key in exact:
+        torch.testing.assert_close(sparse[key], exact[key])
+    params = list(module.parameters())
+    exact_grad = torch.autograd.grad(exact["elbo"].sum(), params, allow_unused=True)
+    sparse_grad = torch.autograd.grad(sparse["elbo"].sum(), params, allow_unused=True)
+    for a, b in zip(exact_grad, sparse_grad):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a)
+
+
+def test_likely_cluster_elbo_decodes_only_likely_pairs_and_prices_the_rest_at_worst():
+    module = _module("bernoulli", K=4)
+    x = torch.rand(50, 12)
+    with torch.no_grad():  # a peaked posterior: row i favours cluster i % 4
+        module.cluster_logits.weight.zero_()
+        module.cluster_logits.bias.zero_()
+    logits = torch.full((50, 4), -20.0)
+    logits[torch.arange(50), torch.arange(50) % 4] = 0.0
+    logits[torch.arange(10), (torch.arange(10) + 1) % 4] = -1.0  # ten rows with a runner-up
+    module.cluster_logits.forward = lambda h: logits
+    decoded_rows = []
+    decode = module.decode
+    module.decode = lambda z: (decoded_rows.append(z.shape[-2]), decode(z))[1]
+    noise = torch.randn(1, 4, module.latent_dim)
+
+    sparse = module.elbo(x, noise=noise, min_decode_proba=0.01)
+    assert decoded_rows == [60]  # 50 most likely pairs + 10 runners-up, not 200
+
+    exact = module.elbo(x, noise=noise)
+    resp = exact["resp"]
+    skipped_mass = resp.sum(1) - resp.topk(2, dim=1).values.sum(1)
+    # Each skipped pair counts at its row's worst computed fit, so a row's
+    # estimate moves by at most the skipped mass times the row's spread.
+    gap = (sparse["elbo"] - exact["elbo"]).abs()
+    assert torch.all(gap <= skipped_mass * 1e4 + 1e-4)
+    assert gap.max() < 1e-3
+    h = module.features(x)
+    reconstruction, kl_z = module._likely_cluster_terms(x, h, resp, noise, 0.01)
+    computed = resp >= 0.01
+    assert computed.sum() == 60
+    for row in range(50):
+        skipped = ~computed[row]
+        assert torch.all(reconstruction[row, skipped] == reconstruction[row, ~skipped].min())
+        assert torch.all(kl_z[row, skipped] == kl_z[row, ~skipped].max())
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(sparse["elbo"].sum(), params, allow_unused=True)
+    assert all(g is None or torch.all(torch.isfinite(g)) for g in grads)
+
+
 def test_bernoulli_elbo_is_never_positive():
     X, _ = digits(200)
     model = InfoCatVAE(n_clusters=5, **QUICK).fit(X)

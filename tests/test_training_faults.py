@@ -20,8 +20,8 @@ def _fail_at_step(monkeypatch, step, make_failure):
     original = CategoricalVAE.elbo
     calls = {"n": 0}
 
-    def elbo(self, x, noise=None):
-        out = original(self, x, noise)
+    def elbo(self, x, noise=None, **kwargs):
+        out = original(self, x, noise, **kwargs)
         if torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] >= step:
