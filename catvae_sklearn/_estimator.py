@@ -102,10 +102,10 @@ class InfoCatVAE(
         always its most likely one. The skipped clusters enter the loss with
         that sample's worst computed fit and no gradient, so the encoder
         still moves away from them. A trained posterior is peaked, so this
-        is one to four clusters a sample whatever ``K`` is, where the exact
-        ELBO costs every sample ``K`` decodes. On MNIST (paper
+        was about two clusters a sample on MNIST at K=10 and under four at
+        K=50, where the exact ELBO costs every sample ``K`` decodes. On MNIST (paper
         architecture, 2-core CPU, guided training) an epoch took 1.9 s
-        instead of 3.4 s at K=10 and 3.2 s instead of 17.9 s at K=50, with
+        instead of 3.6 s at K=10 and 2.9 s instead of 18.7 s at K=50, with
         the same accuracy on digits and MNIST. 0 computes every cluster: the
         exact gradient of the ELBO, as in the paper. ``score_samples``,
         ``score`` and early stopping always use the exact ELBO.
@@ -168,7 +168,7 @@ class InfoCatVAE(
     max_iter : int, default=20
         Maximum number of training epochs (after any warm-up). 20 keeps a
         default fit of the 10,000 MNIST test images under two minutes on a
-        2-core CPU (about 100 s, a third of it the t-SNE start).
+        2-core CPU (75 s median, about half of it the t-SNE start).
 
     tol : float, default=1e-4
         Relative improvement of the monitored loss below which an epoch
