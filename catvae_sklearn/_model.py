@@ -116,8 +116,11 @@ class CategoricalVAE(nn.Module):
     def encode(self, x):
         """Return ``(logits, mean, logvar)`` of shapes (n, K), (n, K, d), (n, K, d)."""
         h = self.features(x)
-        mean, logvar = self._gaussian_head(self.head_features(h).unsqueeze(1) + self.cluster_codes)
-        return self.cluster_logits(h), mean, logvar
+        return (self.cluster_logits(h),) + self._every_cluster_head(h)
+
+    def _every_cluster_head(self, h):
+        """Mean and log-variance of q(z|x,c) for every cluster, each (n, K, d)."""
+        return self._gaussian_head(self.head_features(h).unsqueeze(1) + self.cluster_codes)
 
     def _gaussian_head(self, pre_activation):
         """Mean and log-variance of q(z|x,c) from ``W h(x) + E[c]``."""
@@ -190,7 +193,7 @@ class CategoricalVAE(nn.Module):
 
     def _every_cluster_terms(self, x, h, noise):
         """``E_q(z|x,c) log p(x|z)`` and ``KL(q(z|x,c) || p(z|c))``, each (n, K)."""
-        mean, logvar = self._gaussian_head(self.head_features(h).unsqueeze(1) + self.cluster_codes)
+        mean, logvar = self._every_cluster_head(h)
         eps = torch.randn_like(mean).unsqueeze(0) if noise is None else noise.unsqueeze(1)
         z = mean + torch.exp(0.5 * logvar) * eps  # (S, n, K, d)
         reconstruction = self.log_likelihood(x.unsqueeze(1), self.decode(z)).mean(0)
