@@ -214,9 +214,7 @@ class CategoricalVAE(nn.Module):
         gap between their fit and that worst one.
         """
         with torch.no_grad():
-            keep = resp >= min_decode_proba
-            keep[torch.arange(resp.shape[0], device=resp.device), resp.argmax(1)] = True
-            rows, clusters = keep.nonzero(as_tuple=True)
+            rows, clusters = self.likely_clusters(resp, min_decode_proba).nonzero(as_tuple=True)
         mean, logvar = self._gaussian_head(
             self.head_features(h)[rows] + self.cluster_codes[clusters]
         )
@@ -228,6 +226,14 @@ class CategoricalVAE(nn.Module):
             _spread_over_clusters(reconstruction, rows, clusters, resp, "amin"),
             _spread_over_clusters(kl_z, rows, clusters, resp, "amax"),
         )
+
+    @staticmethod
+    def likely_clusters(resp, min_decode_proba):
+        """Mask (n, K) of the clusters a row is evaluated under in training:
+        ``q(c|x) >= min_decode_proba``, and always the most likely one."""
+        keep = resp >= min_decode_proba
+        keep[torch.arange(resp.shape[0], device=resp.device), resp.argmax(1)] = True
+        return keep
 
     @staticmethod
     def _kl_to_prior(mean, logvar, prior_means):
