@@ -236,8 +236,7 @@ def _principal_components(values, seed, max_components=50):
 
 def _has_spread(values):
     """Whether the rows of ``values`` differ by more than float32 round-off."""
-    spread = float(values.std(0).max()) if values.size else 0.0
-    return spread > 1e-6 * (1.0 + float(np.abs(values).max()))
+    return float(values.std(0).max()) > 1e-6 * (1.0 + float(np.abs(values).max()))
 
 
 def _mixture_labels(values, n_clusters, seed):
