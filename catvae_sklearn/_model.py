@@ -286,7 +286,8 @@ def _spread_over_clusters(values, rows, clusters, like, worst):
     detached, so that it carries no gradient.
     """
     start = math.inf if worst == "amin" else -math.inf
-    fill = torch.full_like(like[:, 0], start).scatter_reduce(
+    # dtype of ``values``: under mixed precision they may be narrower than ``like``.
+    fill = torch.full_like(like[:, 0], start, dtype=values.dtype).scatter_reduce(
         0, rows, values.detach(), reduce=worst
     )
     return fill.unsqueeze(1).expand_as(like).index_put((rows, clusters), values)

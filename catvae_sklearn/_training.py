@@ -2,9 +2,13 @@
 cluster assignment, and the main loop with early stopping and roll-back.
 
 Data live on the training device as one tensor and are indexed batch by
-batch: a ``DataLoader`` would copy and collate every batch in Python.
+batch: a ``DataLoader`` would copy and collate every batch in Python. Data
+too large for a GPU's free memory stay on the host instead, and each batch
+is copied over from page-locked memory without blocking (see
+:func:`data_device` and :func:`_rows`).
 """
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -34,7 +38,7 @@ class TrainingConfig:
     n_iter_no_change: int
     info_weight: float
     balance_weight: float
-    min_decode_proba: float
+    min_decode_proba: float | str
     pretrain_iter: int
     init_params: str
     guide_iter: int | None
@@ -57,6 +61,77 @@ def _batches(n, batch_size, device, shuffle=True):
         yield order[start : start + batch_size]
 
 
+# Share of a GPU's free memory the training data may take: the rest is left
+# for weights, optimizer state and activations, which grow with batch size
+# and K but stay far smaller than a data set that comes anywhere near this.
+_RESIDENT_DATA_FRACTION = 0.5
+
+
+def data_device(n_bytes, device):
+    """Where ``n_bytes`` of training data should live to train on ``device``.
+
+    On the device itself when they fit in half of its free memory, so a batch
+    is an index into device memory; otherwise on the host, streamed a batch
+    at a time. CPU and MPS (whose memory is the host's) always hold the data.
+    """
+    if device.type != "cuda":
+        return device
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    return device if fits_on_device(n_bytes, free_bytes) else torch.device("cpu")
+
+
+def fits_on_device(n_bytes, free_bytes):
+    return n_bytes <= _RESIDENT_DATA_FRACTION * free_bytes
+
+
+def _rows(X, idx, device):
+    """Rows ``idx`` of ``X`` on ``device``.
+
+    An index when ``X`` lives there already. From the host, the batch is
+    gathered into page-locked memory and copied without blocking, so the
+    copy overlaps the previous step's kernels; torch's pinned allocator
+    keeps the buffer alive until the copy has finished.
+    """
+    batch = X[idx]
+    if batch.device == device:
+        return batch
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)
+
+
+def module_device(module):
+    return module.prior_means.device
+
+
+def mixed_precision(device):
+    """Autocast context for the training forward pass on ``device``.
+
+    bfloat16 on CUDA devices that support it: it keeps float32's exponent
+    range, so no loss scaling is needed, and autocast leaves the
+    log-likelihood, softmax and reductions in float32. The CPU and MPS train
+    in float32: CPUs without native bfloat16 run it slower, not faster.
+    Inference and scoring always run in float32.
+    """
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# min_decode_proba="auto" on the CPU. On CUDA and MPS, "auto" is 0: which
+# clusters a row needs is only known on the device, and sizing the sparse
+# batch from it makes the host wait for the device every step, while a GPU
+# has the throughput to decode every cluster of a batch at once.
+_CPU_MIN_DECODE_PROBA = 0.01
+
+
+def decode_threshold(min_decode_proba, device):
+    """The ``min_decode_proba`` that training on ``device`` uses."""
+    if min_decode_proba != "auto":
+        return min_decode_proba
+    return _CPU_MIN_DECODE_PROBA if device.type == "cpu" else 0.0
+
+
 def _progress(total, verbose, desc):
     if not verbose:
         return None
@@ -77,8 +152,9 @@ def pretrain_autoencoder(module, X, config):
     is chosen, so that k-means on them is a sensible start for q(c|x).
     """
     n = X.shape[0]
+    device = module_device(module)
     feature_dim = module.cluster_logits.in_features
-    bottleneck = torch.nn.Linear(feature_dim, module.latent_dim).to(X.device)
+    bottleneck = torch.nn.Linear(feature_dim, module.latent_dim).to(device)
     params = (
         list(module.trunk.parameters())
         + list(module.decoder_trunk.parameters())
@@ -90,10 +166,11 @@ def pretrain_autoencoder(module, X, config):
     optimizer = torch.optim.Adam(params, lr=config.learning_rate)
     bar = _progress(config.pretrain_iter, config.verbose, "warm-up")
     for _ in range(config.pretrain_iter):
-        total = torch.zeros((), device=X.device)
+        total = torch.zeros((), device=device)
         for idx in _batches(n, config.batch_size, X.device):
-            xb = X[idx]
-            loss = -module.log_likelihood(xb, module.decode(bottleneck(module.features(xb))))
+            xb = _rows(X, idx, device)
+            with mixed_precision(device):
+                loss = -module.log_likelihood(xb, module.decode(bottleneck(module.features(xb))))
             optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()
             optimizer.step()
@@ -106,7 +183,7 @@ def pretrain_autoencoder(module, X, config):
     with torch.no_grad():
         return torch.cat(
             [
-                bottleneck(module.features(X[idx]))
+                bottleneck(module.features(_rows(X, idx, device))).to(X.device)
                 for idx in _batches(n, 4096, X.device, shuffle=False)
             ]
         )
@@ -135,11 +212,11 @@ def stream_guide(module, X, centres, config):
             return None, None
         with torch.no_grad():
             labels, centres = initial_assignments(
-                module._standardise(X), module.n_clusters, config.seed
+                _standardised(module, X), module.n_clusters, config.seed
             )
         return labels, centres.cpu().numpy()
     with torch.no_grad():
-        distances = torch.cdist(module._standardise(X), torch.as_tensor(centres, device=X.device))
+        distances = torch.cdist(_standardised(module, X), torch.as_tensor(centres, device=X.device))
     return distances.argmin(1), centres
 
 
@@ -165,9 +242,8 @@ def prepare(module, X, config):
         return None
     if config.init_params == "autoencoder":
         embedding = pretrain_autoencoder(module, X, config)
-    else:  # on the data as the encoder sees them
-        with torch.no_grad():
-            embedding = module._standardise(X)
+    else:
+        embedding = _standardised(module, X)
     starts = {
         "spectral": spectral_assignments,
         "tsne": tsne_assignments,
@@ -179,6 +255,20 @@ def prepare(module, X, config):
     # ratio of 0/0. Only the projections are used, and they stay finite.
     with np.errstate(divide="ignore", invalid="ignore"):
         return start(embedding, module.n_clusters, config.seed)
+
+
+def _standardised(module, X):
+    """``X`` as the encoder sees it, on ``X``'s own device."""
+    device = module_device(module)
+    with torch.no_grad():
+        if X.device == device:
+            return module._standardise(X)
+        return torch.cat(
+            [
+                module._standardise(_rows(X, idx, device)).to(X.device)
+                for idx in _batches(X.shape[0], 65536, X.device, shuffle=False)
+            ]
+        )
 
 
 def _kmeans_labels(data, n_clusters, seed):
@@ -300,6 +390,33 @@ def _balance_penalty(resp):
     return (mean_resp * torch.log(mean_resp * resp.shape[1])).sum()
 
 
+def training_step(module, optimizer, xb, config, guide_labels=None, guide_weight=0.0):
+    """One optimizer step on the batch ``xb`` (already on the module's device).
+
+    Returns the batch's summed negative ELBO as a device tensor: reading it
+    would make the host wait for the device, so callers add the steps up
+    and read the total once per epoch.
+    """
+    device = xb.device
+    with mixed_precision(device):
+        out = module.elbo(xb, min_decode_proba=decode_threshold(config.min_decode_proba, device))
+        negative_elbo = -out["elbo"]
+        loss = negative_elbo.mean()
+        if config.info_weight > 0:
+            info_per_cluster = max(1, config.batch_size // module.n_clusters)
+            loss = loss + config.info_weight * module.information_loss(info_per_cluster)
+        if config.balance_weight > 0:
+            loss = loss + config.balance_weight * _balance_penalty(out["resp"])
+        if guide_weight > 0:
+            loss = loss + guide_weight * _GUIDE_SCALE * F.cross_entropy(
+                out["logits"], guide_labels
+            )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return negative_elbo.detach().sum()
+
+
 def _guide_weight(guide, guide_iter, epoch):
     if guide is None or guide_iter == 0:
         return 0.0
@@ -310,10 +427,11 @@ def _guide_weight(guide, guide_iter, epoch):
 
 def evaluate_negative_elbo(module, X, batch_size=4096):
     """Mean negative ELBO of ``X`` in nats, with fresh reparameterisation noise."""
-    total = torch.zeros((), device=X.device)
+    device = module_device(module)
+    total = torch.zeros((), device=device)
     with torch.no_grad():
         for idx in _batches(X.shape[0], batch_size, X.device, shuffle=False):
-            total += -module.elbo(X[idx])["elbo"].sum()
+            total += -module.elbo(_rows(X, idx, device))["elbo"].sum()
     return float(total) / X.shape[0]
 
 
@@ -338,37 +456,23 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
     Returns the :class:`TrainingResult` and the optimizer (for warm starts).
     """
     n = X.shape[0]
-    K = module.n_clusters
+    device = module_device(module)
     if optimizer is None:
         optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate)
 
     result = TrainingResult(loss_curve=[], validation_scores=[], n_iter=0)
     best_loss, best_state, epochs_without_improvement = math.inf, None, 0
-    info_per_cluster = max(1, config.batch_size // K)
     bar = _progress(config.max_iter, config.verbose, "InfoCatVAE")
     try:
         for epoch in range(config.max_iter):
             epoch_start_state = _state_copy(module)
             guide_weight = _guide_weight(guide, config.guide_iter, epoch + guide_offset)
-            total = torch.zeros((), device=X.device)
+            total = torch.zeros((), device=device)
             for idx in _batches(n, config.batch_size, X.device):
-                out = module.elbo(X[idx], min_decode_proba=config.min_decode_proba)
-                negative_elbo = -out["elbo"]
-                loss = negative_elbo.mean()
-                if config.info_weight > 0:
-                    loss = loss + config.info_weight * module.information_loss(
-                        info_per_cluster
-                    )
-                if config.balance_weight > 0:
-                    loss = loss + config.balance_weight * _balance_penalty(out["resp"])
-                if guide_weight > 0:
-                    loss = loss + guide_weight * _GUIDE_SCALE * F.cross_entropy(
-                        out["logits"], guide[idx]
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += negative_elbo.detach().sum()
+                guide_labels = _rows(guide, idx, device) if guide_weight > 0 else None
+                total += training_step(
+                    module, optimizer, _rows(X, idx, device), config, guide_labels, guide_weight
+                )
 
             epoch_loss = float(total) / n
             if not math.isfinite(epoch_loss):
@@ -416,7 +520,7 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
                 break
     except torch.OutOfMemoryError as exc:
         raise MemoryError(
-            f"The {X.device.type.upper()} device ran out of memory training with "
+            f"The {device.type.upper()} device ran out of memory training with "
             f"batch_size={config.batch_size}; lower batch_size or "
             "hidden_layer_sizes, or fit on the CPU (device='cpu')."
         ) from exc

@@ -1,0 +1,87 @@
+"""How training adapts to its device: where the data live, which ELBO
+estimate is used, and the precision of the forward pass. The GPU side of
+each choice is exercised in tests/test_cuda.py."""
+
+import numpy as np
+import pytest
+import torch
+
+from catvae_sklearn import InfoCatVAE
+from catvae_sklearn import _training
+from catvae_sklearn._model import CategoricalVAE
+
+from ._helpers import QUICK, digits
+
+GiB = 2**30
+
+
+@pytest.mark.parametrize(
+    "n_bytes, free_bytes, on_device",
+    [(1 * GiB, 10 * GiB, True), (5 * GiB, 10 * GiB, True), (6 * GiB, 10 * GiB, False)],
+)
+def test_data_stay_on_a_gpu_only_when_they_fit_in_half_its_free_memory(
+    monkeypatch, n_bytes, free_bytes, on_device
+):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_bytes, 80 * GiB))
+    gpu = torch.device("cuda")
+    expected = gpu if on_device else torch.device("cpu")
+    assert _training.data_device(n_bytes, gpu) == expected
+
+
+@pytest.mark.parametrize("device", ["cpu", "mps"])
+def test_cpu_and_mps_always_hold_the_training_data(device):
+    assert _training.data_device(10**15, torch.device(device)) == torch.device(device)
+
+
+def test_auto_decode_threshold_is_sparse_on_cpu_and_exact_on_accelerators():
+    assert _training.decode_threshold("auto", torch.device("cpu")) == 0.01
+    assert _training.decode_threshold("auto", torch.device("cuda")) == 0.0
+    assert _training.decode_threshold("auto", torch.device("mps")) == 0.0
+    assert _training.decode_threshold(0.2, torch.device("cuda")) == 0.2
+
+
+def test_default_fit_on_cpu_is_the_fit_with_min_decode_proba_001():
+    X, _ = digits(300)
+    default = InfoCatVAE(n_clusters=4, **QUICK).fit(X)
+    explicit = InfoCatVAE(n_clusters=4, min_decode_proba=0.01, **QUICK).fit(X)
+    np.testing.assert_array_equal(default.labels_, explicit.labels_)
+    assert default.loss_curve_ == explicit.loss_curve_
+
+
+def test_cpu_training_runs_in_float32():
+    with _training.mixed_precision(torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("min_decode_proba", [0.0, 0.05])
+def test_elbo_under_bfloat16_autocast_is_finite_and_close_to_float32(min_decode_proba):
+    # The GPU trains under bfloat16 autocast; the CPU's autocast rounds the
+    # same way, so this checks the sparse path's dtypes and the size of the
+    # rounding where no GPU is at hand.
+    torch.manual_seed(0)
+    module = CategoricalVAE(64, 5, 2, (64,), 3.0, "bernoulli")
+    x = torch.as_tensor(digits(200)[0], dtype=torch.float32)
+    noise = torch.randn(1, 5, 10)
+    exact = module.elbo(x, noise=noise, min_decode_proba=min_decode_proba)["elbo"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = module.elbo(x, noise=noise, min_decode_proba=min_decode_proba)["elbo"]
+    assert torch.isfinite(rounded).all()
+    assert abs(rounded.float().mean() - exact.mean()) < 1e-2 * abs(exact.mean())
+
+
+def test_training_step_returns_the_batch_loss_without_reading_it():
+    torch.manual_seed(0)
+    module = CategoricalVAE(64, 4, 2, (32,), 3.0, "bernoulli")
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    config = _training.TrainingConfig(
+        batch_size=50, learning_rate=1e-3, max_iter=1, tol=0.0, n_iter_no_change=1,
+        info_weight=1.0, balance_weight=1.0, min_decode_proba="auto", pretrain_iter=0,
+        init_params="random", guide_iter=None, seed=0,
+    )
+    x = torch.as_tensor(digits(50)[0], dtype=torch.float32)
+    before = [p.detach().clone() for p in module.parameters()]
+    total = _training.training_step(
+        module, optimizer, x, config, torch.zeros(50, dtype=torch.long), 1.0
+    )
+    assert isinstance(total, torch.Tensor) and total.shape == () and torch.isfinite(total)
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
