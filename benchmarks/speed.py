@@ -38,6 +38,7 @@ from catvae_sklearn import InfoCatVAE  # noqa: E402
 from catvae_sklearn._model import CategoricalVAE  # noqa: E402
 from catvae_sklearn._training import (  # noqa: E402
     TrainingConfig,
+    adam,
     decode_threshold,
     to_tensor,
     train,
@@ -170,7 +171,7 @@ def ours_epoch_seconds(X, epochs, cfg, device, mode="exact", details=False):
     module = _module(X, cfg, device)
     Xt = to_tensor(X, device)
     guide = _guide(X, cfg["K"], mode, device)
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    optimizer = adam(module.parameters(), 1e-3)
     train(module, Xt, None, _config(cfg, 1, mode), optimizer, guide)
     _sync(device)
     start = time.perf_counter()

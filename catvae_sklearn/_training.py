@@ -132,6 +132,20 @@ def decode_threshold(min_decode_proba, device):
     return _CPU_MIN_DECODE_PROBA if device.type == "cpu" else 0.0
 
 
+def adam(params, learning_rate):
+    """Adam, with its fused kernel where torch has one for the device.
+
+    The fused update does one pass over each parameter instead of a kernel
+    per arithmetic step: on the paper's MNIST set-up (2-core CPU) a default
+    epoch took 0.98 s instead of 1.09 s, in three interleaved runs.
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=learning_rate, fused=True)
+    except RuntimeError:  # no fused kernel for this device
+        return torch.optim.Adam(params, lr=learning_rate)
+
+
 def _progress(total, verbose, desc):
     if not verbose:
         return None
@@ -163,7 +177,7 @@ def pretrain_autoencoder(module, X, config):
     )
     if hasattr(module, "decoder_log_scale"):
         params.append(module.decoder_log_scale)
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+    optimizer = adam(params, config.learning_rate)
     bar = _progress(config.pretrain_iter, config.verbose, "warm-up")
     for _ in range(config.pretrain_iter):
         total = torch.zeros((), device=device)
@@ -458,7 +472,7 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
     n = X.shape[0]
     device = module_device(module)
     if optimizer is None:
-        optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate)
+        optimizer = adam(module.parameters(), config.learning_rate)
 
     result = TrainingResult(loss_curve=[], validation_scores=[], n_iter=0)
     best_loss, best_state, epochs_without_improvement = math.inf, None, 0
