@@ -385,7 +385,7 @@ class InfoCatVAE(
         config = self._training_config(X_train.shape[0], self.max_iter, seed)
         if continuing:
             self._check_warm_start_compatible()
-            device = self.module_.prior_means.device
+            device = self.module_.device
         else:
             device = self._initialise(X, seed)
         with seeded(seed, device):
@@ -444,7 +444,7 @@ class InfoCatVAE(
             self._stream_calls, self._stream_centres, self._stream_guided = 0, None, True
         else:
             self._check_warm_start_compatible()
-            device = self.module_.prior_means.device
+            device = self.module_.device
         if getattr(self, "_stream_calls", None) is None:
             # Continuing a model that fit() or load() produced: its start is
             # behind it, so no guide and no new data scaling.
@@ -570,7 +570,7 @@ class InfoCatVAE(
         module = self.module_
         noise = fixed_noise(
             (_SCORE_NOISE_SAMPLES, self.n_clusters, module.latent_dim),
-            module.prior_means.device,
+            module.device,
         )
         elbo = self._apply(
             lambda xb: module.elbo(xb, noise=noise)["elbo"],
@@ -838,7 +838,7 @@ class InfoCatVAE(
         ``elements_per_row`` is the working memory one row needs, in floats.
         """
         rows = max(1, _INFERENCE_ELEMENTS // max(1, elements_per_row))
-        return map_batches(fn, X, self.module_.prior_means.device, rows)
+        return map_batches(fn, X, self.module_.device, rows)
 
     def _decode_latent(self, Z):
         return self._apply(self.module_.decoded_mean, Z, self.module_.n_features)

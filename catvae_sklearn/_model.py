@@ -90,6 +90,11 @@ class CategoricalVAE(nn.Module):
             prior_means[c, c * subspace_dim : (c + 1) * subspace_dim] = prior_scale
         self.register_buffer("prior_means", prior_means)
 
+    @property
+    def device(self):
+        """The device the network's weights and buffers are on."""
+        return self.prior_means.device
+
     def set_data_scale(self, shift, scale):
         """Standardise inputs as ``(x - shift) / scale`` inside the network."""
         self.data_shift.copy_(shift)
@@ -250,7 +255,7 @@ class CategoricalVAE(nn.Module):
         Draws ``z ~ p(z|c)`` for every cluster, decodes to the mean in data
         space, re-encodes, and scores the logits against ``c``.
         """
-        clusters = torch.arange(self.n_clusters, device=self.prior_means.device)
+        clusters = torch.arange(self.n_clusters, device=self.device)
         clusters = clusters.repeat_interleave(n_per_cluster)
         generated = self.decoded_mean(self.sample_prior(clusters))
         logits = self.cluster_logits(self.features(generated))

@@ -77,11 +77,7 @@ def data_device(n_bytes, device):
     if device.type != "cuda":
         return device
     free_bytes, _ = torch.cuda.mem_get_info(device)
-    return device if fits_on_device(n_bytes, free_bytes) else torch.device("cpu")
-
-
-def fits_on_device(n_bytes, free_bytes):
-    return n_bytes <= _RESIDENT_DATA_FRACTION * free_bytes
+    return device if n_bytes <= _RESIDENT_DATA_FRACTION * free_bytes else torch.device("cpu")
 
 
 def _rows(X, idx, device):
@@ -100,8 +96,15 @@ def _rows(X, idx, device):
     return batch.to(device, non_blocking=True)
 
 
-def module_device(module):
-    return module.prior_means.device
+def _map_rows(fn, X, device, batch_size=4096):
+    """``fn`` applied to the rows of ``X`` a batch at a time on ``device``,
+    gathered on ``X``'s own device (the host, for streamed data)."""
+    return torch.cat(
+        [
+            fn(_rows(X, idx, device)).to(X.device)
+            for idx in _batches(X.shape[0], batch_size, X.device, shuffle=False)
+        ]
+    )
 
 
 def mixed_precision(device):
@@ -166,7 +169,7 @@ def pretrain_autoencoder(module, X, config):
     is chosen, so that k-means on them is a sensible start for q(c|x).
     """
     n = X.shape[0]
-    device = module_device(module)
+    device = module.device
     feature_dim = module.cluster_logits.in_features
     bottleneck = torch.nn.Linear(feature_dim, module.latent_dim).to(device)
     params = (
@@ -195,12 +198,7 @@ def pretrain_autoencoder(module, X, config):
     if bar is not None:
         bar.close()
     with torch.no_grad():
-        return torch.cat(
-            [
-                bottleneck(module.features(_rows(X, idx, device))).to(X.device)
-                for idx in _batches(n, 4096, X.device, shuffle=False)
-            ]
-        )
+        return _map_rows(lambda xb: bottleneck(module.features(xb)), X, device)
 
 
 def initial_assignments(embedding, n_clusters, seed):
@@ -273,16 +271,11 @@ def prepare(module, X, config):
 
 def _standardised(module, X):
     """``X`` as the encoder sees it, on ``X``'s own device."""
-    device = module_device(module)
+    device = module.device
     with torch.no_grad():
-        if X.device == device:
+        if X.device == device:  # one pass, and no copy of Bernoulli data
             return module._standardise(X)
-        return torch.cat(
-            [
-                module._standardise(_rows(X, idx, device)).to(X.device)
-                for idx in _batches(X.shape[0], 65536, X.device, shuffle=False)
-            ]
-        )
+        return _map_rows(module._standardise, X, device, batch_size=65536)
 
 
 def _kmeans_labels(data, n_clusters, seed):
@@ -441,7 +434,7 @@ def _guide_weight(guide, guide_iter, epoch):
 
 def evaluate_negative_elbo(module, X, batch_size=4096):
     """Mean negative ELBO of ``X`` in nats, with fresh reparameterisation noise."""
-    device = module_device(module)
+    device = module.device
     total = torch.zeros((), device=device)
     with torch.no_grad():
         for idx in _batches(X.shape[0], batch_size, X.device, shuffle=False):
@@ -470,7 +463,7 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
     Returns the :class:`TrainingResult` and the optimizer (for warm starts).
     """
     n = X.shape[0]
-    device = module_device(module)
+    device = module.device
     if optimizer is None:
         optimizer = adam(module.parameters(), config.learning_rate)
 
