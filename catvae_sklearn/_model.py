@@ -220,8 +220,12 @@ class CategoricalVAE(nn.Module):
         """
         with torch.no_grad():
             rows, clusters = self.likely_clusters(resp, min_decode_proba).nonzero(as_tuple=True)
+        # index_select, not h[rows]: the gradient of advanced indexing adds
+        # repeated rows with atomic adds in thread order on the CPU, so two
+        # fits with the same random_state would differ in the last bits.
         mean, logvar = self._gaussian_head(
-            self.head_features(h)[rows] + self.cluster_codes[clusters]
+            self.head_features(h).index_select(0, rows)
+            + self.cluster_codes.index_select(0, clusters)
         )
         eps = torch.randn_like(mean).unsqueeze(0) if noise is None else noise[:, clusters]
         z = mean + torch.exp(0.5 * logvar) * eps  # (S, P, d)

@@ -143,6 +143,25 @@ def test_same_random_state_gives_identical_labels_on_refit():
     np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
 
 
+def test_refit_is_identical_with_several_threads():
+    # The suite runs torch on one thread (conftest); order-dependent sums
+    # across threads only show with more.
+    import torch
+
+    X, _ = digits(1000)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        # Wide enough that torch splits the gradient sums between threads.
+        params = dict(QUICK, hidden_layer_sizes=(256,), max_iter=5)
+        fits = [InfoCatVAE(n_clusters=10, **params).fit(X) for _ in range(3)]
+    finally:
+        torch.set_num_threads(threads)
+    for other in fits[1:]:
+        np.testing.assert_array_equal(fits[0].loss_curve_, other.loss_curve_)
+        np.testing.assert_array_equal(fits[0].predict_proba(X), other.predict_proba(X))
+
+
 def test_fit_leaves_the_callers_torch_random_state_alone():
     import torch
 
