@@ -786,6 +786,7 @@ class InfoCatVAE(
             dtype=[np.float64, np.float32],
             ensure_min_samples=min_samples or (2 if reset else 1),
         )
+        _check_float32_range(X, "X")
         if getattr(self, "likelihood_", None) == BERNOULLI or (
             reset and self.likelihood == BERNOULLI
         ):
@@ -861,8 +862,23 @@ def _check_unit_interval(X):
         )
 
 
+def _check_float32_range(X, name):
+    """The network computes in float32: larger float64 values would become inf."""
+    if X.dtype != np.float64 or X.size == 0:
+        return
+    limit = float(np.finfo(np.float32).max)
+    low, high = X.min(), X.max()
+    if low < -limit or high > limit:
+        raise ValueError(
+            f"{name} has values from {low:g} to {high:g}, beyond the float32 range "
+            f"(+-{limit:.3g}) the network computes in. Rescale {name} first, "
+            "for example with StandardScaler."
+        )
+
+
 def _check_latent(Z, latent_dim):
     Z = check_array(Z, dtype=[np.float64, np.float32])
+    _check_float32_range(Z, "Z")
     if Z.shape[1] != latent_dim:
         raise ValueError(
             f"Z has {Z.shape[1]} features, but the latent space of this model "

@@ -186,7 +186,10 @@ class CategoricalVAE(nn.Module):
         else:
             reconstruction, kl_z = self._every_cluster_terms(x, h, noise)
         kl_c = (resp * log_resp).sum(-1) + math.log(self.n_clusters)
-        elbo = (resp * (reconstruction - kl_z)).sum(-1) - kl_c
+        # A cluster with q(c|x) = 0 adds nothing, even where its fit is -inf
+        # (a point too far out for float32): 0 * -inf would make the ELBO NaN.
+        weighted = torch.where(resp > 0, resp * (reconstruction - kl_z), 0.0)
+        elbo = weighted.sum(-1) - kl_c
         return {
             "elbo": elbo,
             "reconstruction": (resp * reconstruction).sum(-1),

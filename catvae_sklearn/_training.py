@@ -388,6 +388,12 @@ def _feature_scale(X):
     """Per-feature mean and standard deviation; 1 for constant features."""
     mean = X.mean(0)
     std = X.std(0)
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        # Sums and squares of values near float32's limit overflow; those of
+        # X / max|X| cannot, and the result scales back within range.
+        peak = X.abs().amax(0).clamp_min(torch.finfo(X.dtype).tiny)
+        scaled = X / peak
+        mean, std = scaled.mean(0) * peak, scaled.std(0) * peak
     return mean, torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))
 
 

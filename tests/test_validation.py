@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn.metrics import adjusted_rand_score
 from sklearn.utils._param_validation import InvalidParameterError
 
 from catvae_sklearn import InfoCatVAE
 
-from ._helpers import QUICK, digits, unit_interval
+from ._helpers import QUICK, blobs, digits, unit_interval
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +137,40 @@ def test_huge_and_constant_values_still_fit():
     model = InfoCatVAE(n_clusters=2, **QUICK).fit(X)
     assert np.all(np.isfinite(model.predict_proba(X)))
     assert np.all(np.isfinite(model.score_samples(X)))
+
+
+@pytest.mark.parametrize("method", ["fit", "predict", "score_samples"])
+def test_float64_beyond_float32_range_is_refused(fitted, method):
+    X, _ = digits(20)
+    X = X * 1e300  # finite in float64, inf once cast to the network's float32
+    estimator = InfoCatVAE(n_clusters=2, likelihood="gaussian", **QUICK) if method == "fit" else fitted
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        getattr(estimator, method)(X)
+
+
+def test_latent_beyond_float32_range_is_refused(fitted):
+    Z = np.full((2, fitted.module_.latent_dim), 1e300)
+    with pytest.raises(ValueError, match="Z has values .* float32 range"):
+        fitted.inverse_transform(Z)
+
+
+def test_values_near_float32_limit_fit_like_the_same_data_unscaled():
+    X, _ = blobs(n_samples=120)
+    X = X + 10.0
+    # The column sums of X * 1e36 (about 1.2e39) overflow float32, so the
+    # data scaling must not be computed from them directly.
+    base = InfoCatVAE(n_clusters=3, **QUICK).fit(X)
+    huge = InfoCatVAE(n_clusters=3, **QUICK).fit(X * 1e36)
+    assert np.isfinite(huge.score(X * 1e36))
+    assert np.allclose(huge.module_.data_scale.numpy() / 1e36, X.std(0, ddof=1), rtol=1e-3)
+    assert adjusted_rand_score(base.predict(X), huge.predict(X * 1e36)) > 0.9
+
+
+def test_scores_of_far_outliers_are_minus_infinity_not_nan():
+    X, _ = blobs(n_samples=120)
+    model = InfoCatVAE(n_clusters=3, **QUICK).fit(X)
+    # Standardised, these rows' squared residuals overflow float32.
+    scores = model.score_samples(np.vstack([X[:3], X[:3] * 1e36]))
+    assert np.all(np.isfinite(scores[:3]))
+    assert not np.any(np.isnan(scores))
+    assert np.all(scores[3:] == -np.inf)
