@@ -172,7 +172,7 @@ class InfoCatVAE(
     max_iter : int, default=20
         Maximum number of training epochs (after any warm-up). 20 keeps a
         default fit of the 10,000 MNIST test images under two minutes on a
-        2-core CPU (47 s median, about 30 s of it the t-SNE start).
+        2-core CPU (42 s median, about 20 s of it the t-SNE start).
 
     tol : float, default=1e-4
         Relative improvement of the monitored loss below which an epoch
