@@ -204,7 +204,10 @@ class InfoCatVAE(
 
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, mini-batch order, sampling and the
-        k-means start. An int gives identical results on refit on the CPU.
+        start (t-SNE, mixture or k-means). An int gives identical results on
+        refit on the CPU, with any number of threads. On a GPU, torch's atomic
+        additions and kernel choices can move results in the last bits
+        between runs.
 
     verbose : int, default=0
         ``1`` shows a progress bar over epochs with the current loss.
