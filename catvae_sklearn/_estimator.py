@@ -789,11 +789,16 @@ class InfoCatVAE(
             dtype=[np.float64, np.float32],
             ensure_min_samples=min_samples or (2 if reset else 1),
         )
-        _check_float32_range(X, "X")
-        if getattr(self, "likelihood_", None) == BERNOULLI or (
+        bernoulli = getattr(self, "likelihood_", None) == BERNOULLI or (
             reset and self.likelihood == BERNOULLI
-        ):
-            _check_unit_interval(X)
+        )
+        # float32 input cannot leave float32's range: only scan X when a
+        # check needs its extremes, and then only once for both.
+        if X.dtype == np.float64 or bernoulli:
+            low, high = X.min(), X.max()
+            _check_float32_range(low, high, "X")
+            if bernoulli:
+                _check_unit_interval(low, high)
         return X
 
     def _validated_for_inference(self, X):
@@ -855,8 +860,8 @@ def _softmax(logits):
     return logits
 
 
-def _check_unit_interval(X):
-    low, high = X.min(), X.max()
+def _check_unit_interval(low, high):
+    """``low`` and ``high``: the smallest and largest values of X."""
     if low < 0.0 or high > 1.0:
         raise ValueError(
             "The Bernoulli likelihood needs every value of X in [0, 1], but X "
@@ -865,12 +870,9 @@ def _check_unit_interval(X):
         )
 
 
-def _check_float32_range(X, name):
+def _check_float32_range(low, high, name):
     """The network computes in float32: larger float64 values would become inf."""
-    if X.dtype != np.float64 or X.size == 0:
-        return
     limit = float(np.finfo(np.float32).max)
-    low, high = X.min(), X.max()
     if low < -limit or high > limit:
         raise ValueError(
             f"{name} has values from {low:g} to {high:g}, beyond the float32 range "
@@ -881,7 +883,7 @@ def _check_float32_range(X, name):
 
 def _check_latent(Z, latent_dim):
     Z = check_array(Z, dtype=[np.float64, np.float32])
-    _check_float32_range(Z, "Z")
+    _check_float32_range(Z.min(), Z.max(), "Z")
     if Z.shape[1] != latent_dim:
         raise ValueError(
             f"Z has {Z.shape[1]} features, but the latent space of this model "
