@@ -353,6 +353,17 @@ def mixture_assignments(data, n_clusters, seed):
     return torch.as_tensor(labels, dtype=torch.long, device=data.device)
 
 
+def tsne_map(values, seed):
+    """The 2-D t-SNE map of ``values`` that the ``"tsne"`` start clusters."""
+    return TSNE(
+        2,
+        perplexity=min(30.0, (len(values) - 1) / 3.0),
+        init="pca",
+        max_iter=500,
+        random_state=seed,
+    ).fit_transform(values)
+
+
 def tsne_assignments(data, n_clusters, seed):
     """Gaussian-mixture clusters of a 2-D t-SNE map of ``data``.
 
@@ -370,13 +381,7 @@ def tsne_assignments(data, n_clusters, seed):
     if n_samples > _TSNE_MAX_ROWS:
         rng = np.random.default_rng(seed)
         subset = np.sort(rng.choice(n_samples, _TSNE_MAX_ROWS, replace=False))
-    embedding = TSNE(
-        2,
-        perplexity=min(30.0, (len(subset) - 1) / 3.0),
-        init="pca",
-        max_iter=500,
-        random_state=seed,
-    ).fit_transform(values[subset])
+    embedding = tsne_map(values[subset], seed)
     labels = _mixture_labels(embedding, n_clusters, seed)
     if len(subset) < n_samples:
         neighbours = KNeighborsClassifier(1).fit(values[subset], labels)
