@@ -80,6 +80,10 @@ _MNIST_SHORTFALL = (
 )
 
 
+# Issue #4's accuracy targets for digits and MNIST.
+MEDIAN_TARGET, WORST_TARGET = 0.90, 0.85
+
+
 def target_lines(name, scores):
     """Issue #4's targets for one data set, each marked met or NOT met."""
     ours = np.array(scores.get("InfoCatVAE (defaults)", []))
@@ -89,9 +93,9 @@ def target_lines(name, scores):
     median, worst = np.median(ours[:, 0]), ours[:, 0].min()
     lines = []
     if name in ("digits", "mnist"):
-        lines.append(f"{name}: median accuracy {median:.3f} >= 0.90: "
-                     f"{'met' if median >= 0.90 else 'NOT met'}; worst {worst:.3f} >= 0.85: "
-                     f"{'met' if worst >= 0.85 else 'NOT met'}")
+        lines.append(f"{name}: median accuracy {median:.3f} >= {MEDIAN_TARGET:.2f}: "
+                     f"{'met' if median >= MEDIAN_TARGET else 'NOT met'}; worst {worst:.3f} "
+                     f">= {WORST_TARGET:.2f}: {'met' if worst >= WORST_TARGET else 'NOT met'}")
     if kmeans.size:
         km_median = np.median(kmeans[:, 0])
         lines.append(f"{name}: median accuracy {median:.3f} vs KMeans {km_median:.3f}: "
@@ -100,7 +104,7 @@ def target_lines(name, scores):
         slowest = ours[:, 3].max()
         lines.append(f"mnist: slowest default fit {slowest:.1f} s < 120 s: "
                      f"{'met' if slowest < 120 else 'NOT met'}")
-        if median < 0.90:
+        if median < MEDIAN_TARGET:
             lines.append(_MNIST_SHORTFALL)
     return lines
 
