@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import DEFAULT_MNIST_DIR, header_markdown, markdown_table, write_result  # noqa: E402
 
 from catvae_sklearn import InfoCatVAE  # noqa: E402
+from catvae_sklearn._training import resolve_init  # noqa: E402
 from catvae_sklearn.datasets import load_mnist_idx  # noqa: E402
 from catvae_sklearn.metrics import cluster_accuracy_score  # noqa: E402
 
@@ -52,9 +53,15 @@ def load(name, mnist_dir):
 
 
 def methods(n_clusters, n_features, seed):
+    ablations = {}
+    if resolve_init("auto", n_features) == "tsne":
+        ablations["InfoCatVAE, t-SNE start without the autoencoder (pretrain_iter=0)"] = (
+            InfoCatVAE(n_clusters, pretrain_iter=0, random_state=seed)
+        )
     return {
         "InfoCatVAE (defaults)": InfoCatVAE(n_clusters, random_state=seed),
         "CatVAE (info_weight=0)": InfoCatVAE(n_clusters, info_weight=0.0, random_state=seed),
+        **ablations,
         "InfoCatVAE, paper's start (init_params='random')": InfoCatVAE(
             n_clusters, init_params="random", random_state=seed
         ),

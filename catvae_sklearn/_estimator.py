@@ -129,10 +129,12 @@ class InfoCatVAE(
         dimensions.
 
         - ``"tsne"``: a full-covariance Gaussian mixture on a 2-D t-SNE map
-          (fit on at most 20,000 rows; the others take their nearest
-          neighbour's label). Follows curved, elongated classes such as
-          handwritten digits: 0.945 accuracy on digits where k-means gives
-          0.79.
+          of the principal components joined by the embedding of an
+          autoencoder (see ``pretrain_iter``; t-SNE and the autoencoder see
+          at most 20,000 rows, the others take their nearest neighbour's
+          label). Follows curved, elongated classes such as handwritten
+          digits: 0.94 accuracy on digits and on the MNIST test set, where
+          k-means gives 0.79 and 0.55.
         - ``"gmm"``: a full-covariance Gaussian mixture on the data.
         - ``"auto"``: ``"tsne"`` for more than 50 features, ``"gmm"``
           otherwise (on the 13-, 30- and 4-feature wine, breast-cancer and
@@ -140,14 +142,18 @@ class InfoCatVAE(
           0.94 and 0.97).
         - ``"kmeans"``: k-means on the data. ``"spectral"``: spectral
           clustering of a 10-nearest-neighbour graph.
-        - ``"autoencoder"``: k-means on the embedding of an autoencoder
-          trained for ``pretrain_iter`` epochs.
+        - ``"autoencoder"``: k-means on the autoencoder's embedding alone.
         - ``"random"``: random weights and no guide, as in the paper.
 
         ``benchmarks/results/`` has the numbers behind the default.
 
-    pretrain_iter : int, default=10
-        Autoencoder warm-up epochs for ``init_params="autoencoder"``.
+    pretrain_iter : int, default=50
+        Training epochs of the autoencoder (500-500-10 units, separate from
+        the model) whose embedding the ``"tsne"`` and ``"autoencoder"``
+        starts use. 0 leaves the ``"tsne"`` map to the principal components
+        alone, which on MNIST join the 4 and 9 classes and cut them across
+        (0.87 accuracy). On the 10,000 MNIST images the 50 epochs take about
+        25 s of a 2-core CPU.
 
     guide_iter : int or None, default=None
         How long the pull towards the initial labels lasts. ``None`` keeps
@@ -306,7 +312,7 @@ class InfoCatVAE(
         min_decode_proba="auto",
         likelihood="auto",
         init_params="auto",
-        pretrain_iter=10,
+        pretrain_iter=50,
         guide_iter=None,
         batch_size="auto",
         learning_rate_init=1e-3,

@@ -5,6 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import GridSearchCV
+from sklearn.preprocessing import StandardScaler
 
 from catvae_sklearn import InfoCatVAE
 from catvae_sklearn import _training
@@ -55,15 +56,22 @@ def test_every_start_fits_identical_rows_without_crash_or_runtime_warning(init_p
     assert model.predict(X).shape == (shape[0],)
 
 
-def test_guide_kept_on_keeps_the_starting_partition():
+def test_guide_kept_on_keeps_the_starting_partition(monkeypatch):
     X, _ = digits(500)
-    # fit draws its seed from random_state=0 this way.
-    seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
-    start = _training.tsne_assignments(torch.as_tensor(X, dtype=torch.float32), 8, seed)
+    starts = []
+    tsne_assignments = _training.tsne_assignments
+
+    def recorded(*args, **kwargs):
+        starts.append(tsne_assignments(*args, **kwargs).numpy())
+        return torch.as_tensor(starts[-1])
+
+    monkeypatch.setattr(_training, "tsne_assignments", recorded)
     on = InfoCatVAE(8, guide_iter=None, **QUICK).fit(X)
     off = InfoCatVAE(8, guide_iter=3, **QUICK).fit(X)
-    agreement_on = adjusted_rand_score(start.numpy(), on.labels_)
-    agreement_off = adjusted_rand_score(start.numpy(), off.labels_)
+    # Same seed, same start: the two fits differ only in the guide.
+    np.testing.assert_array_equal(starts[0], starts[1])
+    agreement_on = adjusted_rand_score(starts[0], on.labels_)
+    agreement_off = adjusted_rand_score(starts[0], off.labels_)
     assert agreement_on >= 0.9
     assert agreement_on > agreement_off
 
@@ -105,3 +113,67 @@ def test_latent_silhouette_subsamples_large_input_of_any_array_type():
     assert -1 <= sub <= 1
     # Well-separated blobs stay well separated on a subsample.
     assert sub == pytest.approx(full, abs=0.1)
+
+
+def _config(**overrides):
+    settings = dict(
+        batch_size=32, learning_rate=1e-3, max_iter=1, tol=1e-4, n_iter_no_change=10,
+        info_weight=10.0, balance_weight=1.0, min_decode_proba=0.0, pretrain_iter=20,
+        init_params="tsne", guide_iter=None, seed=0,
+    )
+    settings.update(overrides)
+    return _training.TrainingConfig(**settings)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_autoencoder_embedding_is_trained_and_reproducible(likelihood):
+    X, y = digits(400)
+    if likelihood == "gaussian":
+        X = StandardScaler().fit_transform(X)
+    data = torch.as_tensor(X, dtype=torch.float32)
+    torch.manual_seed(0)
+    first = _training.learned_embedding(data, likelihood, torch.device("cpu"), _config())
+    torch.manual_seed(0)
+    again = _training.learned_embedding(data, likelihood, torch.device("cpu"), _config())
+    assert first.shape == (400, 10)
+    np.testing.assert_array_equal(first, again)
+    torch.manual_seed(0)
+    untrained = _training.learned_embedding(
+        data, likelihood, torch.device("cpu"), _config(pretrain_iter=0)
+    )
+    # The classes come out of training: k-means finds them in the trained
+    # embedding far better than in a random network's.
+    from sklearn.cluster import KMeans
+
+    def ari(embedding):
+        labels = KMeans(len(np.unique(y)), n_init=4, random_state=0).fit_predict(embedding)
+        return adjusted_rand_score(y, labels)
+
+    assert ari(first) > ari(untrained) + 0.1
+
+
+def test_tsne_features_weigh_components_and_embedding_equally():
+    rng = np.random.RandomState(0)
+    values = rng.normal(5.0, 30.0, size=(200, 50))
+    data = torch.as_tensor(rng.uniform(size=(200, 64)), dtype=torch.float32)
+    features = _training.tsne_features(values, data, embed=lambda rows: 1e-3 * rows[:, :10].numpy())
+    assert features.shape == (200, 60)
+    for block in (features[:, :50], features[:, 50:]):
+        np.testing.assert_allclose(block.mean(0), 0.0, atol=1e-6)
+        assert (block**2).sum(1).mean() == pytest.approx(1.0)
+    assert _training.tsne_features(values) is values
+
+
+@pytest.mark.parametrize("pretrain_iter", [0, 3])
+def test_tsne_start_learns_an_embedding_only_when_pretrain_iter_is_positive(monkeypatch, pretrain_iter):
+    calls = []
+    learned_embedding = _training.learned_embedding
+
+    def recorded(rows, *args):
+        calls.append(rows.shape)
+        return learned_embedding(rows, *args)
+
+    monkeypatch.setattr(_training, "learned_embedding", recorded)
+    X, _ = digits(300)
+    InfoCatVAE(5, init_params="tsne", **{**QUICK, "pretrain_iter": pretrain_iter}).fit(X)
+    assert calls == ([(300, 64)] if pretrain_iter else [])
