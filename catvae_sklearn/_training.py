@@ -312,6 +312,9 @@ _AUTO_TSNE_MIN_FEATURES = 50
 # a random subsample and the other rows take their nearest neighbour's label.
 _TSNE_MAX_ROWS = 20_000
 
+# Initialisations of the mixture on the t-SNE map; see tsne_assignments.
+_MAP_MIXTURE_INITS = 10
+
 
 def resolve_init(init_params, n_features):
     """The start ``init_params="auto"`` stands for, given the data's width."""
@@ -332,9 +335,9 @@ def _has_spread(values):
     return float(values.std(0).max()) > 1e-6 * (1.0 + float(np.abs(values).max()))
 
 
-def _mixture_labels(values, n_clusters, seed):
+def _mixture_labels(values, n_clusters, seed, n_init=3):
     try:
-        mixture = GaussianMixture(n_clusters, n_init=3, random_state=seed)
+        mixture = GaussianMixture(n_clusters, n_init=n_init, random_state=seed)
         return mixture.fit(values).predict(values)
     except ValueError:
         # A component collapsed onto duplicated points (its covariance is
@@ -401,7 +404,10 @@ def tsne_assignments(data, n_clusters, seed, embed=None):
         subset = np.sort(rng.choice(n_samples, _TSNE_MAX_ROWS, replace=False))
     rows = torch.as_tensor(subset, device=data.device)
     embedding = tsne_map(tsne_features(values[subset], data[rows], embed), seed)
-    labels = _mixture_labels(embedding, n_clusters, seed)
+    # On the 2-D map a mixture fit is cheap, and three starts can all end
+    # in a poor optimum: on MNIST, 3 gave 0.83 for one seed whose best of
+    # 10 reached a likelihood of -8.403 and 0.947 accuracy.
+    labels = _mixture_labels(embedding, n_clusters, seed, n_init=_MAP_MIXTURE_INITS)
     if len(subset) < n_samples:
         neighbours = KNeighborsClassifier(1).fit(values[subset], labels)
         labels = neighbours.predict(values)
