@@ -133,8 +133,8 @@ class InfoCatVAE(
           autoencoder (see ``pretrain_iter``; t-SNE and the autoencoder see
           at most 20,000 rows, the others take their nearest neighbour's
           label). Follows curved, elongated classes such as handwritten
-          digits: 0.94 accuracy on digits and on the MNIST test set, where
-          k-means gives 0.79 and 0.55.
+          digits: 0.93 accuracy on digits and 0.94 on the MNIST test set,
+          where k-means gives 0.79 and 0.55.
         - ``"gmm"``: a full-covariance Gaussian mixture on the data.
         - ``"auto"``: ``"tsne"`` for more than 50 features, ``"gmm"``
           otherwise (on the 13-, 30- and 4-feature wine, breast-cancer and
@@ -153,13 +153,14 @@ class InfoCatVAE(
         starts use. 0 leaves the ``"tsne"`` map to the principal components
         alone, which on MNIST join the 4 and 9 classes and cut them across
         (0.87 accuracy). On the 10,000 MNIST images the 50 epochs take about
-        25 s of a 2-core CPU.
+        30 s of a 2-core CPU.
 
     guide_iter : int or None, default=None
         How long the pull towards the initial labels lasts. ``None`` keeps
         it at full weight through training: the network then models the
         starting partition, which it otherwise drifts away from (digits,
-        t-SNE start at 0.945 accuracy, 40 epochs: 0.942 with the guide kept
+        t-SNE start of the principal components alone at 0.945 accuracy,
+        40 epochs: 0.942 with the guide kept
         on; 0.932 with its weight falling to zero over the 40 epochs; 0.89
         falling over the first 10). An integer makes the weight fall
         linearly to zero over that many epochs (``partial_fit`` calls), after
@@ -178,7 +179,8 @@ class InfoCatVAE(
     max_iter : int, default=20
         Maximum number of training epochs (after any warm-up). 20 keeps a
         default fit of the 10,000 MNIST test images under two minutes on a
-        2-core CPU (42 s median, about 20 s of it the t-SNE start).
+        2-core CPU (76 s median: about 30 s for the autoencoder, 20 s for
+        t-SNE, the rest training).
 
     tol : float, default=1e-4
         Relative improvement of the monitored loss below which an epoch

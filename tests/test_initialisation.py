@@ -23,9 +23,17 @@ def test_auto_start_is_tsne_for_wide_data_and_a_mixture_for_narrow_data():
 def test_tsne_start_on_a_subsample_labels_every_row(monkeypatch):
     monkeypatch.setattr(_training, "_TSNE_MAX_ROWS", 150)
     X, y = blobs(n_samples=400, centers=3, n_features=8)
-    labels = _training.tsne_assignments(torch.as_tensor(X, dtype=torch.float32), 3, seed=0)
+    embedded = []
+
+    def embed(rows):
+        embedded.append(len(rows))
+        return rows[:, :2].numpy()
+
+    labels = _training.tsne_assignments(torch.as_tensor(X, dtype=torch.float32), 3, 0, embed)
     assert labels.shape == (400,)
     assert adjusted_rand_score(y, labels.numpy()) >= 0.95
+    # The autoencoder, like t-SNE, sees only the subsample.
+    assert embedded == [150]
 
 
 def test_tsne_start_separates_digit_classes_better_than_kmeans():
