@@ -53,7 +53,7 @@ def test_mixture_start_survives_duplicated_points():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("init_params", ["auto", "tsne", "gmm", "spectral", "kmeans"])
+@pytest.mark.parametrize("init_params", ["auto", "tsne", "gmm", "spectral", "kmeans", "autoencoder"])
 @pytest.mark.parametrize("shape", [(4, 5), (30, 80)])
 def test_every_start_fits_identical_rows_without_crash_or_runtime_warning(init_params, shape):
     # Identical rows made t-SNE segfault and PCA divide 0 by 0 (RuntimeWarning
@@ -185,3 +185,9 @@ def test_tsne_start_learns_an_embedding_only_when_pretrain_iter_is_positive(monk
     X, _ = digits(300)
     InfoCatVAE(5, init_params="tsne", **{**QUICK, "pretrain_iter": pretrain_iter}).fit(X)
     assert calls == ([(300, 64)] if pretrain_iter else [])
+
+
+def test_autoencoder_start_finds_separated_blobs():
+    X, y = blobs(300, centers=3, n_features=20)
+    model = InfoCatVAE(3, init_params="autoencoder", **QUICK).fit(X)
+    assert adjusted_rand_score(y, model.labels_) >= 0.95
