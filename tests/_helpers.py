@@ -27,3 +27,16 @@ def blobs(n_samples=300, centers=3, n_features=6, random_state=0):
 
 def unit_interval(n=60, n_features=8, seed=0):
     return np.random.RandomState(seed).uniform(size=(n, n_features))
+
+
+def training_config(**overrides):
+    """A ``TrainingConfig`` for driving ``_training`` functions directly."""
+    from catvae_sklearn._training import TrainingConfig
+
+    settings = dict(
+        batch_size=32, learning_rate=1e-3, max_iter=1, tol=0.0, n_iter_no_change=1,
+        info_weight=10.0, balance_weight=1.0, min_decode_proba=0.0, pretrain_iter=0,
+        init_params="random", guide_iter=None, seed=0,
+    )
+    settings.update(overrides)
+    return TrainingConfig(**settings)

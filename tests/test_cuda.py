@@ -9,7 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from catvae_sklearn import InfoCatVAE
 
-from ._helpers import QUICK, digits
+from ._helpers import QUICK, digits, training_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -78,11 +78,7 @@ def test_a_training_step_does_not_wait_for_the_gpu():
     torch.manual_seed(0)
     module = CategoricalVAE(64, 10, 2, (64,), 3.0, "bernoulli").cuda()
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    config = _training.TrainingConfig(
-        batch_size=128, learning_rate=1e-3, max_iter=1, tol=0.0, n_iter_no_change=1,
-        info_weight=10.0, balance_weight=1.0, min_decode_proba="auto", pretrain_iter=0,
-        init_params="random", guide_iter=None, seed=0,
-    )
+    config = training_config(batch_size=128, min_decode_proba="auto")
     X = torch.as_tensor(digits(256)[0], dtype=torch.float32, device="cuda")
     guide = torch.zeros(256, dtype=torch.long, device="cuda")
     _training.training_step(module, optimizer, X[:128], config, guide[:128], 1.0)  # warm-up

@@ -10,7 +10,7 @@ from catvae_sklearn import InfoCatVAE
 from catvae_sklearn import _training
 from catvae_sklearn._model import CategoricalVAE
 
-from ._helpers import QUICK, digits
+from ._helpers import QUICK, digits, training_config
 
 GiB = 2**30
 
@@ -73,11 +73,7 @@ def test_training_step_returns_the_batch_loss_without_reading_it():
     torch.manual_seed(0)
     module = CategoricalVAE(64, 4, 2, (32,), 3.0, "bernoulli")
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    config = _training.TrainingConfig(
-        batch_size=50, learning_rate=1e-3, max_iter=1, tol=0.0, n_iter_no_change=1,
-        info_weight=1.0, balance_weight=1.0, min_decode_proba="auto", pretrain_iter=0,
-        init_params="random", guide_iter=None, seed=0,
-    )
+    config = training_config(batch_size=50, info_weight=1.0, min_decode_proba="auto")
     x = torch.as_tensor(digits(50)[0], dtype=torch.float32)
     before = [p.detach().clone() for p in module.parameters()]
     total = _training.training_step(

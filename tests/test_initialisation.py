@@ -11,7 +11,7 @@ from catvae_sklearn import InfoCatVAE
 from catvae_sklearn import _training
 from catvae_sklearn.metrics import latent_silhouette_scorer
 
-from ._helpers import QUICK, blobs, digits
+from ._helpers import QUICK, blobs, digits, training_config
 
 
 def test_auto_start_is_tsne_for_wide_data_and_a_mixture_for_narrow_data():
@@ -123,16 +123,6 @@ def test_latent_silhouette_subsamples_large_input_of_any_array_type():
     assert sub == pytest.approx(full, abs=0.1)
 
 
-def _config(**overrides):
-    settings = dict(
-        batch_size=32, learning_rate=1e-3, max_iter=1, tol=1e-4, n_iter_no_change=10,
-        info_weight=10.0, balance_weight=1.0, min_decode_proba=0.0, pretrain_iter=20,
-        init_params="tsne", guide_iter=None, seed=0,
-    )
-    settings.update(overrides)
-    return _training.TrainingConfig(**settings)
-
-
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_autoencoder_embedding_is_trained_and_reproducible(likelihood):
     X, y = digits(400)
@@ -140,14 +130,15 @@ def test_autoencoder_embedding_is_trained_and_reproducible(likelihood):
         X = StandardScaler().fit_transform(X)
     data = torch.as_tensor(X, dtype=torch.float32)
     torch.manual_seed(0)
-    first = _training.learned_embedding(data, likelihood, torch.device("cpu"), _config())
+    trained = training_config(pretrain_iter=20)
+    first = _training.learned_embedding(data, likelihood, torch.device("cpu"), trained)
     torch.manual_seed(0)
-    again = _training.learned_embedding(data, likelihood, torch.device("cpu"), _config())
+    again = _training.learned_embedding(data, likelihood, torch.device("cpu"), trained)
     assert first.shape == (400, 10)
     np.testing.assert_array_equal(first, again)
     torch.manual_seed(0)
     untrained = _training.learned_embedding(
-        data, likelihood, torch.device("cpu"), _config(pretrain_iter=0)
+        data, likelihood, torch.device("cpu"), training_config(pretrain_iter=0)
     )
     # The classes come out of training: k-means finds them in the trained
     # embedding far better than in a random network's.
