@@ -45,6 +45,23 @@ def test_tsne_start_separates_digit_classes_better_than_kmeans():
     assert adjusted_rand_score(y, tsne.numpy()) > adjusted_rand_score(y, kmeans) + 0.05
 
 
+def test_map_start_keeps_the_fit_that_cuts_fewest_edges_among_nearly_likeliest():
+    # (log-likelihood per point, share of map edges cut, labels)
+    splits_an_island = (-8.3991, 0.011, "splits")
+    finds_the_islands = (-8.4004, 0.008, "islands")
+    unlikely = (-8.4100, 0.002, "unlikely")
+    fits = [splits_an_island, finds_the_islands, unlikely]
+    assert _training.chosen_map_fit(fits) is finds_the_islands
+    # An equal cut goes to the likelier fit.
+    assert _training.chosen_map_fit([finds_the_islands, (-8.3991, 0.008, "")])[0] == -8.3991
+
+
+def test_map_mixture_labels_every_point_and_survives_duplicated_points():
+    islands = np.repeat(np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]), 20, axis=0)
+    labels = _training.map_mixture_labels(islands, 3, seed=0)
+    assert adjusted_rand_score(np.repeat(np.arange(3), 20), labels) == 1.0
+
+
 def test_mixture_start_survives_duplicated_points():
     X = np.repeat(np.arange(4.0)[:, None], 10, axis=0) @ np.ones((1, 3))
     labels = _training.mixture_assignments(torch.as_tensor(X, dtype=torch.float32), 4, seed=0)
