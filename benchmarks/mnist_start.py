@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import DEFAULT_MNIST_DIR, header_markdown, markdown_table, write_result  # noqa: E402
 
 from catvae_sklearn import InfoCatVAE  # noqa: E402
+from catvae_sklearn._estimator import training_seed  # noqa: E402
 from catvae_sklearn._training import (  # noqa: E402
     TrainingConfig,
     _MAP_LOG_LIKELIHOOD_TOLERANCE,
@@ -182,7 +183,7 @@ def seed_table(name, y, maps):
 
 def drawn_seed(random_state):
     """The seed a default fit with ``random_state`` passes to its start."""
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    return training_seed(check_random_state(random_state))
 
 
 def main(argv=None):

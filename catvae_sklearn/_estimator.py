@@ -383,7 +383,7 @@ class InfoCatVAE(
         if not continuing:
             self._check_enough_samples(n_samples)
         rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
+        seed = training_seed(rng)
 
         X_train, X_val = X, None
         if self.early_stopping:
@@ -454,7 +454,7 @@ class InfoCatVAE(
         X = self._validate_input(X, reset=first, min_samples=1)
         if first:
             self._check_enough_samples(X.shape[0])
-            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            seed = training_seed(check_random_state(self.random_state))
             device = self._initialise(X, seed)
             self._stream_calls, self._stream_centres, self._stream_guided = 0, None, True
         else:
@@ -863,6 +863,12 @@ class InfoCatVAE(
 
     def _decode_latent(self, Z):
         return self._apply(self.module_.decoded_mean, Z, self.module_.n_features)
+
+
+def training_seed(rng):
+    """The seed a fit draws from ``rng`` (its ``random_state``) for the network,
+    the start and the batches."""
+    return int(rng.randint(np.iinfo(np.int32).max))
 
 
 def _softmax(logits):

@@ -194,9 +194,14 @@ def learned_embedding(data, likelihood, device, config):
         return _map_rows(network, data, device).float().cpu().numpy()
 
 
+def _kmeans(n_clusters, seed):
+    """The k-means that the starts use, and fall back on where a mixture fails."""
+    return KMeans(n_clusters=n_clusters, n_init=4, random_state=seed)
+
+
 def initial_assignments(embedding, n_clusters, seed):
     """k-means labels and centres of an embedding, as tensors on its device."""
-    kmeans = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed)
+    kmeans = _kmeans(n_clusters, seed)
     labels = kmeans.fit_predict(embedding.float().cpu().numpy())
     device = embedding.device
     return (
@@ -356,7 +361,7 @@ def _lowest_bic_mixture_labels(values, n_clusters, seed):
         if bic < best_bic:
             best, best_bic = mixture, bic
     if best is None:  # k-means has no covariances to collapse
-        return KMeans(n_clusters, n_init=4, random_state=seed).fit_predict(values)
+        return _kmeans(n_clusters, seed).fit_predict(values)
     return best.predict(values)
 
 
@@ -441,7 +446,7 @@ def map_mixture_labels(embedding, n_clusters, seed):
     """Gaussian-mixture clusters of a t-SNE map; see :func:`chosen_map_fit`."""
     fits = map_mixture_fits(embedding, n_clusters, seed)
     if not fits:
-        return KMeans(n_clusters, n_init=4, random_state=seed).fit_predict(embedding)
+        return _kmeans(n_clusters, seed).fit_predict(embedding)
     return chosen_map_fit(fits)[2]
 
 
