@@ -9,7 +9,11 @@ information term on) on the MNIST test set (10,000 x 784). In the same run:
   default ``min_decode_proba`` from the paper's random start, and the
   estimator's default training (guided, ``min_decode_proba``);
 - achieved GFLOP/s of a training epoch (FLOPs counted by torch's
-  FlopCounterMode) next to this machine's measured matmul throughput;
+  FlopCounterMode) next to this machine's measured matmul throughput, per
+  repeat as well as the median;
+- on the CPU, the default epoch, the baseline and the matmuls again on one
+  thread, and how much the other threads add to a 2048x2048 and to a
+  batch-sized product;
 - predict / transform / predict_proba / score_samples rows per second;
 - extra memory of predict on 1,000,000 rows (in a child process);
 - scaling of epoch time with n_samples, K and batch size, exact and default.
