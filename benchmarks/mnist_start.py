@@ -32,7 +32,6 @@ from scipy.stats import spearmanr
 from sklearn.datasets import load_digits
 from sklearn.metrics import silhouette_score
 from sklearn.mixture import GaussianMixture
-from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +47,8 @@ from catvae_sklearn._training import (  # noqa: E402
     chosen_map_fit,
     learned_embedding,
     map_mixture_fits,
+    map_neighbour_edges,
+    share_of_edges_cut,
     tsne_features,
     tsne_map,
 )
@@ -85,8 +86,7 @@ def joint_map(X, components, seed):
 
 def mixture_seed_study(title, embedding, map_seconds, components, y, n_seeds):
     """A markdown section: the mixture fitted on one map with many seeds."""
-    edges = NearestNeighbors(n_neighbors=11).fit(embedding).kneighbors(
-        embedding, return_distance=False)[:, 1:]
+    edges = map_neighbour_edges(embedding)
     rows, fits = [], []
     for seed in range(n_seeds):
         mixture = GaussianMixture(10, random_state=seed).fit(embedding)
@@ -96,7 +96,7 @@ def mixture_seed_study(title, embedding, map_seconds, components, y, n_seeds):
             cluster_accuracy_score(y, labels),
             within_cluster_sum_of_squares(components, labels) / len(y),
             silhouette_score(components, labels, sample_size=3000, random_state=0),
-            (labels[edges] != labels[:, None]).mean(),
+            share_of_edges_cut(labels, edges),
         )
         fits.append(fit)
         rows.append([seed, f"{fit[0]:.4f}", f"{fit[1]:.3f}", f"{fit[2]:.2f}", f"{fit[3]:.4f}",

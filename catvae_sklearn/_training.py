@@ -453,8 +453,7 @@ def map_mixture_labels(embedding, n_clusters, seed):
 def map_mixture_fits(embedding, n_clusters, seed):
     """``_MAP_MIXTURE_INITS`` mixture fits of a map, as ``(log-likelihood per
     point, share of the map's nearest-neighbour edges cut, labels)``."""
-    neighbours = NearestNeighbors(n_neighbors=min(_MAP_NEIGHBOURS + 1, len(embedding)))
-    edges = neighbours.fit(embedding).kneighbors(embedding, return_distance=False)[:, 1:]
+    edges = map_neighbour_edges(embedding)
     rng = np.random.RandomState(seed)
     fits = []
     for _ in range(_MAP_MIXTURE_INITS):
@@ -463,8 +462,19 @@ def map_mixture_fits(embedding, n_clusters, seed):
             labels = mixture.fit(embedding).predict(embedding)
         except ValueError:  # a component collapsed onto duplicated points
             continue
-        fits.append((mixture.score(embedding), (labels[edges] != labels[:, None]).mean(), labels))
+        fits.append((mixture.score(embedding), share_of_edges_cut(labels, edges), labels))
     return fits
+
+
+def map_neighbour_edges(embedding):
+    """Each point's ``_MAP_NEIGHBOURS`` nearest neighbours on the map, (n, k)."""
+    neighbours = NearestNeighbors(n_neighbors=min(_MAP_NEIGHBOURS + 1, len(embedding)))
+    return neighbours.fit(embedding).kneighbors(embedding, return_distance=False)[:, 1:]
+
+
+def share_of_edges_cut(labels, edges):
+    """Share of the ``edges`` from :func:`map_neighbour_edges` joining two clusters."""
+    return (labels[edges] != labels[:, None]).mean()
 
 
 def chosen_map_fit(fits, tolerance=_MAP_LOG_LIKELIHOOD_TOLERANCE):
