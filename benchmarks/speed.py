@@ -180,8 +180,8 @@ def ours_epoch_seconds(X, epochs, cfg, device, mode="exact", details=False):
 
     With ``details``, also returns the FLOPs of one further epoch, the mean
     number of clusters each row is decoded under, that epoch's matrix
-    products (see :func:`products_seconds`) and the number of operations it
-    dispatched per training step.
+    products (see :func:`products_seconds`), and the operations and matrix
+    products it dispatched per training step.
     """
     module = _module(X, cfg, device)
     Xt = to_tensor(X, device)
@@ -205,8 +205,8 @@ def ours_epoch_seconds(X, epochs, cfg, device, mode="exact", details=False):
     decoded = module.likely_clusters(resp, MODES[mode]["min_decode_proba"]).sum(1)
     decoded = decoded.float().mean().item()
     steps = math.ceil(X.shape[0] / cfg["batch"])
-    return (seconds, counter.get_total_flops(), decoded, recorder.calls,
-            recorder.n_operations / steps)
+    per_step = (recorder.n_operations / steps, len(recorder.calls) / steps)
+    return seconds, counter.get_total_flops(), decoded, recorder.calls, per_step
 
 
 # The matrix products of a training step, and what they cost alone. Every
@@ -568,17 +568,16 @@ def main(argv=None):
     peak = float(np.median(peaks))
     t_base = float(np.median(base))
     rows, training_figures, repeat_shares = [], {}, {}
-    steps = math.ceil(X.shape[0] / PAPER["batch"])
     for mode, title in MODE_TITLES.items():
         seconds = float(np.median(times[mode]))
-        flops, decoded, products, operations = details[mode]
+        flops, decoded, _, (operations, products) = details[mode]
         repeat_shares[mode] = [flops / t / 1e9 / p for t, p in zip(times[mode], peaks)]
         share = np.median(repeat_shares[mode])
         speedup = t_base / seconds
         training_figures[mode] = (speedup, share)
         rows.append([
             title, f"{seconds:.2f}", f"{X.shape[0] / seconds:,.0f}", f"{decoded:.2f}",
-            f"{operations:.0f} ({len(products) / steps:.0f})",
+            f"{operations:.0f} ({products:.0f})",
             f"{flops / 1e9:.1f}", f"{flops / seconds / 1e9:.1f}",
             f"{share:.0%}",
             f"{speedup:.2f}x",
