@@ -221,7 +221,8 @@ _PRODUCTS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default,
 class _OperationRecorder(TorchDispatchMode):
     """Counts every operation dispatched (forward, backward and optimizer,
     views included) and records each matrix product as (op, [(shape, stride)
-    of each tensor argument], other arguments, FLOPs).
+    of each tensor argument], other arguments). Their FLOPs are what
+    FlopCounterMode counts over the same epoch.
 
     Each operation costs a few microseconds of dispatch besides its work, so
     the count per step tracks that overhead without the machine's noise.
@@ -236,12 +237,9 @@ class _OperationRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         self.n_operations += 1
         if func in _PRODUCTS:
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
-            left, right = tensors[-2], tensors[-1]
-            flops = 2 * left.shape[:-1].numel() * left.shape[-1] * right.shape[-1]
             layouts = [(tuple(a.shape), a.stride()) if isinstance(a, torch.Tensor) else a
                        for a in args]
-            self.calls.append((func, layouts, kwargs, flops))
+            self.calls.append((func, layouts, kwargs))
         return func(*args, **kwargs)
 
 
@@ -252,7 +250,7 @@ def products_seconds(calls, device):
     before it (so they sit in cache, as a step's freshly computed operands
     do); only the product itself is timed.
     """
-    largest = max(math.prod(layout[0]) for _, layouts, _, _ in calls
+    largest = max(math.prod(layout[0]) for _, layouts, _ in calls
                   for layout in layouts if isinstance(layout, tuple))
     # Copied from one random draw: drawing every operand afresh (normal_)
     # would make the replay take ten times longer than the products.
@@ -263,7 +261,7 @@ def products_seconds(calls, device):
             values[: math.prod(shape)].view(shape))
 
     events, total = [], 0.0
-    for func, layouts, kwargs, _ in calls:
+    for func, layouts, kwargs in calls:
         operands = [operand(*layout) if isinstance(layout, tuple) else layout
                     for layout in layouts]
         if device.type == "cuda":
@@ -286,14 +284,13 @@ PRODUCTS_TITLE = ("matrix products of the default epoch alone: the ceiling, were
                   "other work free")
 
 
-def products_ceiling(calls, products_alone, peaks, epochs):
+def products_ceiling(flops, products_alone, peaks, epochs):
     """The default epoch's products timed alone against the matmul reference.
 
-    ``products_alone``, ``peaks`` and ``epochs`` hold one figure per repeat
-    (seconds, GFLOP/s, seconds), so every share and difference is taken
-    within one repeat before the median.
+    ``flops`` are the epoch's FLOPs; ``products_alone``, ``peaks`` and
+    ``epochs`` hold one figure per repeat (seconds, GFLOP/s, seconds), so
+    every share and difference is taken within one repeat before the median.
     """
-    flops = sum(call[3] for call in calls)
     seconds = float(np.median(products_alone))
     shares = [flops / t / 1e9 / p for t, p in zip(products_alone, peaks)]
     # Seconds per epoch left for everything but the products at exactly
@@ -386,7 +383,7 @@ def torch_threads(n):
         torch.set_num_threads(previous)
 
 
-def one_thread_section(one_thread, all_threads, default_details):
+def one_thread_section(one_thread, all_threads, flops):
     """The estimator's default epoch, its products alone, the baseline and the
     matmul reference, all on one thread, with how much a second thread added
     to each product.
@@ -396,11 +393,10 @@ def one_thread_section(one_thread, all_threads, default_details):
     2-thread matmul rate moves with it. One thread shows how close the
     computation itself is to the hardware.
     """
-    flops, _, products, _ = default_details
     seconds = float(np.median(one_thread["default"]))
     baseline = float(np.median(one_thread["baseline"]))
     shares = [flops / t / 1e9 / p for t, p in zip(one_thread["default"], one_thread["matmul"])]
-    ceiling = products_ceiling(products, one_thread["products alone"], one_thread["matmul"],
+    ceiling = products_ceiling(flops, one_thread["products alone"], one_thread["matmul"],
                                one_thread["default"])
     table = markdown_table(
         ["one thread", "epoch s", "GFLOP/s", "matmul GFLOP/s", "share of matmul",
@@ -545,8 +541,8 @@ def main(argv=None):
                 measured, details[mode] = measured[0], measured[1:]
             times[mode].append(measured)
         base.append(baseline_epoch_seconds(X, args.epochs, PAPER, device))
-        products = details["default"][2]
-        products_alone.append(products_seconds(products, device))
+        default_products = details["default"][2]
+        products_alone.append(products_seconds(default_products, device))
         if device.type == "cpu":
             # Back to back, so that both thread counts see the same machine.
             for reference, threads in ((all_threads, torch.get_num_threads()), (one_thread, 1)):
@@ -554,7 +550,7 @@ def main(argv=None):
                     reference["matmul"].append(matmul_gflops(device))
                     reference["batch matmul"].append(matmul_gflops(device, **BATCH_MATMUL))
             with torch_threads(1):
-                one_thread["products alone"].append(products_seconds(products, device))
+                one_thread["products alone"].append(products_seconds(default_products, device))
                 one_thread["default"].append(
                     ours_epoch_seconds(X, args.epochs, PAPER, device, "default"))
                 one_thread["baseline"].append(baseline_epoch_seconds(X, args.epochs, PAPER, device))
@@ -570,19 +566,19 @@ def main(argv=None):
     rows, training_figures, repeat_shares = [], {}, {}
     for mode, title in MODE_TITLES.items():
         seconds = float(np.median(times[mode]))
-        flops, decoded, _, (operations, products) = details[mode]
+        flops, decoded, _, (operations, products_per_step) = details[mode]
         repeat_shares[mode] = [flops / t / 1e9 / p for t, p in zip(times[mode], peaks)]
         share = np.median(repeat_shares[mode])
         speedup = t_base / seconds
         training_figures[mode] = (speedup, share)
         rows.append([
             title, f"{seconds:.2f}", f"{X.shape[0] / seconds:,.0f}", f"{decoded:.2f}",
-            f"{operations:.0f} ({products:.0f})",
+            f"{operations:.0f} ({products_per_step:.0f})",
             f"{flops / 1e9:.1f}", f"{flops / seconds / 1e9:.1f}",
             f"{share:.0%}",
             f"{speedup:.2f}x",
         ])
-    ceiling = products_ceiling(details["default"][2], products_alone, peaks, times["default"])
+    ceiling = products_ceiling(details["default"][0], products_alone, peaks, times["default"])
     rows.append([PRODUCTS_TITLE, f"{ceiling['seconds']:.2f}", "", "", "",
                  f"{ceiling['flops'] / 1e9:.1f}", f"{ceiling['gflops']:.1f}",
                  f"{ceiling['share']:.0%}", ""])
@@ -642,7 +638,7 @@ def main(argv=None):
     )
 
     if device.type == "cpu":
-        sections.append(one_thread_section(one_thread, all_threads, details["default"]))
+        sections.append(one_thread_section(one_thread, all_threads, details["default"][0]))
 
     model = InfoCatVAE(10, 2, hidden_layer_sizes=(400,), batch_size=128, max_iter=2,
                        init_params="random", device=str(device), random_state=0).fit(X)
