@@ -24,6 +24,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.exceptions import ConvergenceWarning
 
+from ._gradients import loss_and_gradients
 from ._model import Autoencoder
 
 
@@ -520,18 +521,47 @@ def _balance_penalty(resp):
 def training_step(module, optimizer, xb, config, guide_labels=None, guide_weight=0.0):
     """One optimizer step on the batch ``xb`` (already on the module's device).
 
+    On the CPU the gradient is worked out by hand (see ``_gradients.py``):
+    there, each operation autograd records costs microseconds of overhead
+    besides its arithmetic. Elsewhere autograd differentiates the loss, under
+    mixed precision where the device supports it.
+
     Returns the batch's summed negative ELBO as a device tensor: reading it
     would make the host wait for the device, so callers add the steps up
     and read the total once per epoch.
     """
+    if xb.device.type != "cpu":
+        return _autograd_training_step(module, optimizer, xb, config, guide_labels, guide_weight)
+    optimizer.zero_grad(set_to_none=True)
+    negative_elbo = loss_and_gradients(
+        module,
+        xb,
+        min_decode_proba=decode_threshold(config.min_decode_proba, xb.device),
+        info_weight=config.info_weight,
+        info_per_cluster=_info_per_cluster(config, module),
+        balance_weight=config.balance_weight,
+        guide_labels=guide_labels,
+        guide_weight=guide_weight * _GUIDE_SCALE,
+    )
+    optimizer.step()
+    return negative_elbo
+
+
+def _info_per_cluster(config, module):
+    """Prior draws per cluster for the information term: about a batch in all."""
+    return max(1, config.batch_size // module.n_clusters)
+
+
+def _autograd_training_step(module, optimizer, xb, config, guide_labels, guide_weight):
+    """:func:`training_step` with the gradient from autograd."""
     device = xb.device
     with mixed_precision(device):
         out = module.elbo(xb, min_decode_proba=decode_threshold(config.min_decode_proba, device))
         negative_elbo = -out["elbo"]
         loss = negative_elbo.mean()
         if config.info_weight > 0:
-            info_per_cluster = max(1, config.batch_size // module.n_clusters)
-            loss = loss + config.info_weight * module.information_loss(info_per_cluster)
+            info_loss = module.information_loss(_info_per_cluster(config, module))
+            loss = loss + config.info_weight * info_loss
         if config.balance_weight > 0:
             loss = loss + config.balance_weight * _balance_penalty(out["resp"])
         if guide_weight > 0:

@@ -8,7 +8,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from catvae_sklearn import InfoCatVAE
-from catvae_sklearn._model import CategoricalVAE
+from catvae_sklearn import _training
 
 from ._helpers import QUICK, digits
 
@@ -17,28 +17,34 @@ SETTINGS = {**QUICK, "batch_size": 50, "max_iter": 10, "init_params": "random"}
 
 
 def _fail_at_step(monkeypatch, step, make_failure):
-    original = CategoricalVAE.elbo
+    """Make the ``step``-th training step and later ones fail: a step runs,
+    then ``make_failure(module, batch_loss)`` gives its result or raises."""
+    original = _training.training_step
     calls = {"n": 0}
 
-    def elbo(self, x, noise=None, **kwargs):
-        out = original(self, x, noise, **kwargs)
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] >= step:
-                return make_failure(out)
-        return out
+    def training_step(module, *args, **kwargs):
+        total = original(module, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= step:
+            return make_failure(module, total)
+        return total
 
-    monkeypatch.setattr(CategoricalVAE, "elbo", elbo)
+    monkeypatch.setattr(_training, "training_step", training_step)
     return calls
 
 
-def _nan_elbo(out):
-    return {**out, "elbo": out["elbo"] * float("nan")}
+def _nan_step(module, total):
+    # A non-finite loss has a non-finite gradient, which the optimizer
+    # writes into the weights.
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.mul_(float("nan"))
+    return total * float("nan")
 
 
 def test_non_finite_loss_rolls_back_and_warns(monkeypatch):
     X, _ = digits(200)
-    _fail_at_step(monkeypatch, step=4 * 3 + 2, make_failure=_nan_elbo)  # inside epoch 4
+    _fail_at_step(monkeypatch, step=4 * 3 + 2, make_failure=_nan_step)  # inside epoch 4
     with pytest.warns(ConvergenceWarning, match="non-finite at epoch 4"):
         model = InfoCatVAE(n_clusters=3, **SETTINGS).fit(X)
     monkeypatch.undo()
@@ -52,7 +58,7 @@ def test_non_finite_loss_rolls_back_and_warns(monkeypatch):
 
 def test_non_finite_first_epoch_raises_a_clear_error(monkeypatch):
     X, _ = digits(200)
-    _fail_at_step(monkeypatch, step=1, make_failure=_nan_elbo)
+    _fail_at_step(monkeypatch, step=1, make_failure=_nan_step)
     with pytest.raises(ValueError, match="non-finite in the first epoch.*learning_rate_init"):
         InfoCatVAE(n_clusters=3, **SETTINGS).fit(X)
 
@@ -60,7 +66,7 @@ def test_non_finite_first_epoch_raises_a_clear_error(monkeypatch):
 def test_keyboard_interrupt_keeps_weights_and_leaves_model_fitted(monkeypatch):
     X, _ = digits(200)
 
-    def interrupt(out):
+    def interrupt(module, total):
         raise KeyboardInterrupt
 
     _fail_at_step(monkeypatch, step=4 * 5 + 1, make_failure=interrupt)
@@ -75,7 +81,7 @@ def test_keyboard_interrupt_keeps_weights_and_leaves_model_fitted(monkeypatch):
 def test_keyboard_interrupt_before_any_epoch_propagates(monkeypatch):
     X, _ = digits(200)
 
-    def interrupt(out):
+    def interrupt(module, total):
         raise KeyboardInterrupt
 
     _fail_at_step(monkeypatch, step=1, make_failure=interrupt)
@@ -86,7 +92,7 @@ def test_keyboard_interrupt_before_any_epoch_propagates(monkeypatch):
 def test_out_of_memory_names_batch_size(monkeypatch):
     X, _ = digits(200)
 
-    def oom(out):
+    def oom(module, total):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     _fail_at_step(monkeypatch, step=2, make_failure=oom)
