@@ -15,6 +15,8 @@ information term on) on the MNIST test set (10,000 x 784). In the same run:
   replayed alone, as if everything else in a step were free, and the time
   the rest of the step takes, and how many operations a step dispatches
   (each costs a few microseconds of overhead besides its work);
+- the fixed cost of those operations: the same default training on 8
+  features through 4 units, whose arithmetic is next to nothing;
 - on the CPU, the default epoch, the baseline and the matmuls again on one
   thread, and how much the other threads add to a 2048x2048 and to a
   batch-sized product;
@@ -209,6 +211,23 @@ def ours_epoch_seconds(X, epochs, cfg, device, mode="exact", details=False):
     return seconds, counter.get_total_flops(), decoded, recorder.calls, per_step
 
 
+# The default step on data and layers too small for their arithmetic to
+# count: what is left is the cost of dispatching the step's operations
+# (Python, torch's dispatcher, the optimizer's bookkeeping), which no
+# reshuffling of the arithmetic removes.
+TINY = dict(n_features=8, hidden=(4,))
+
+
+def fixed_cost_seconds(n_samples, epochs, cfg, device):
+    """Seconds per epoch of the estimator's default training on ``n_samples``
+    rows of ``TINY["n_features"]`` features through ``TINY["hidden"]`` units,
+    with ``cfg``'s K, delta and batch size: as many steps, each dispatching
+    the same operations, with next to no arithmetic in them."""
+    X = np.random.default_rng(0).uniform(size=(n_samples, TINY["n_features"]))
+    tiny = {**cfg, "hidden": TINY["hidden"]}
+    return ours_epoch_seconds(X.astype(np.float32), epochs, tiny, device, "default")
+
+
 # The matrix products of a training step, and what they cost alone. Every
 # other operation (elementwise maths, indexing, the optimizer, Python) costs
 # time without adding to the FLOP count, so the share of matmul an epoch
@@ -280,16 +299,22 @@ def products_seconds(calls, device):
     return total
 
 
+FIXED_COST_NOTE = (
+    "fixed cost of the default step: {seconds:.2f} s per epoch (median) for the same training "
+    f"on {TINY['n_features']} features through {TINY['hidden'][0]} units, as many steps "
+    "dispatching the same operations with next to no arithmetic"
+)
 PRODUCTS_TITLE = ("matrix products of the default epoch alone: the ceiling, were all "
                   "other work free")
 
 
-def products_ceiling(flops, products_alone, peaks, epochs):
+def products_ceiling(flops, products_alone, peaks, epochs, fixed):
     """The default epoch's products timed alone against the matmul reference.
 
-    ``flops`` are the epoch's FLOPs; ``products_alone``, ``peaks`` and
-    ``epochs`` hold one figure per repeat (seconds, GFLOP/s, seconds), so
-    every share and difference is taken within one repeat before the median.
+    ``flops`` are the epoch's FLOPs; ``products_alone``, ``peaks``,
+    ``epochs`` and ``fixed`` (:func:`fixed_cost_seconds`) hold one figure per
+    repeat (seconds, GFLOP/s, seconds, seconds), so every share and
+    difference is taken within one repeat before the median.
     """
     seconds = float(np.median(products_alone))
     shares = [flops / t / 1e9 / p for t, p in zip(products_alone, peaks)]
@@ -300,7 +325,7 @@ def products_ceiling(flops, products_alone, peaks, epochs):
         flops=flops, seconds=seconds, gflops=flops / seconds / 1e9,
         share=float(np.median(shares)), shares=shares,
         other=float(np.median([e - t for e, t in zip(epochs, products_alone)])),
-        budget=float(np.median(budgets)),
+        budget=float(np.median(budgets)), fixed=float(np.median(fixed)),
     )
 
 
@@ -397,7 +422,7 @@ def one_thread_section(one_thread, all_threads, flops):
     baseline = float(np.median(one_thread["baseline"]))
     shares = [flops / t / 1e9 / p for t, p in zip(one_thread["default"], one_thread["matmul"])]
     ceiling = products_ceiling(flops, one_thread["products alone"], one_thread["matmul"],
-                               one_thread["default"])
+                               one_thread["default"], one_thread["fixed cost"])
     table = markdown_table(
         ["one thread", "epoch s", "GFLOP/s", "matmul GFLOP/s", "share of matmul",
          "speed-up over baseline"],
@@ -421,6 +446,7 @@ def one_thread_section(one_thread, all_threads, flops):
         f"- share of the one-thread matmul per repeat: {', '.join(f'{s:.0%}' for s in shares)}; "
         f"products alone {', '.join(f'{s:.0%}' for s in ceiling['shares'])}; everything else "
         f"in the default epoch {ceiling['other']:.2f} s (median)\n"
+        f"- {FIXED_COST_NOTE.format(seconds=ceiling['fixed'])}\n"
         f"- {torch.get_num_threads()} threads over one, per repeat, measured back to back: "
         "2048x2048 matmul "
         f"{gains(all_threads['matmul'], one_thread['matmul'])}; {shape} (a batch through "
@@ -494,7 +520,8 @@ def cpu_target_lines(training_figures, rates, memory_mib, ceiling):
         f"ceiling: the default epoch's matrix products alone run at {ceiling['share']:.0%} "
         f"of matmul ({min(ceiling['shares']):.0%} to {max(ceiling['shares']):.0%} per repeat); "
         f"at {TARGET_SHARE:.0%} the rest of the step may take {ceiling['budget']:.2f} s per "
-        f"epoch and takes {ceiling['other']:.2f} s"
+        f"epoch and takes {ceiling['other']:.2f} s, of which {ceiling['fixed']:.2f} s is the "
+        "fixed cost of its operations"
         + ("" if ceiling["share"] >= TARGET_SHARE else
            ": out of reach on this machine for any step made of these products"),
         f"predict >= 100,000 rows/s: {rates['predict']:,.0f}: "
@@ -527,9 +554,9 @@ def main(argv=None):
     peaks = []
     details = {}
     one_thread = {"default": [], "baseline": [], "matmul": [], "batch matmul": [],
-                  "products alone": []}
+                  "products alone": [], "fixed cost": []}
     all_threads = {"matmul": [], "batch matmul": []}
-    products_alone = []
+    products_alone, fixed = [], []
     for repeat in range(args.repeats):  # interleaved, so drift hits every row alike
         # The reference is measured in every repeat too: a share computed from
         # one matmul timing and epochs timed minutes apart would carry the
@@ -543,6 +570,7 @@ def main(argv=None):
         base.append(baseline_epoch_seconds(X, args.epochs, PAPER, device))
         default_products = details["default"][2]
         products_alone.append(products_seconds(default_products, device))
+        fixed.append(fixed_cost_seconds(X.shape[0], args.epochs, PAPER, device))
         if device.type == "cpu":
             # Back to back, so that both thread counts see the same machine.
             for reference, threads in ((all_threads, torch.get_num_threads()), (one_thread, 1)):
@@ -551,6 +579,8 @@ def main(argv=None):
                     reference["batch matmul"].append(matmul_gflops(device, **BATCH_MATMUL))
             with torch_threads(1):
                 one_thread["products alone"].append(products_seconds(default_products, device))
+                one_thread["fixed cost"].append(
+                    fixed_cost_seconds(X.shape[0], args.epochs, PAPER, device))
                 one_thread["default"].append(
                     ours_epoch_seconds(X, args.epochs, PAPER, device, "default"))
                 one_thread["baseline"].append(baseline_epoch_seconds(X, args.epochs, PAPER, device))
@@ -559,6 +589,7 @@ def main(argv=None):
                   f"matmul {one_thread['matmul'][-1]:.1f} GFLOP/s", file=sys.stderr, flush=True)
         print("epoch seconds:", {m: round(t[-1], 2) for m, t in times.items()},
               f"baseline {base[-1]:.2f}", f"products alone {products_alone[-1]:.2f}",
+              f"fixed cost {fixed[-1]:.2f}",
               f"matmul {peaks[-1]:.1f} GFLOP/s",
               file=sys.stderr, flush=True)
     peak = float(np.median(peaks))
@@ -578,7 +609,8 @@ def main(argv=None):
             f"{share:.0%}",
             f"{speedup:.2f}x",
         ])
-    ceiling = products_ceiling(details["default"][0], products_alone, peaks, times["default"])
+    ceiling = products_ceiling(details["default"][0], products_alone, peaks, times["default"],
+                               fixed)
     rows.append([PRODUCTS_TITLE, f"{ceiling['seconds']:.2f}", "", "", "",
                  f"{ceiling['flops'] / 1e9:.1f}", f"{ceiling['gflops']:.1f}",
                  f"{ceiling['share']:.0%}", ""])
@@ -611,6 +643,7 @@ def main(argv=None):
         + ", ".join(f"{s:.0%}" for s in ceiling["shares"])
         + f"; the default epoch spends {ceiling['other']:.2f} s (median) on everything else"
     )
+    notes.append(FIXED_COST_NOTE.format(seconds=ceiling["fixed"]))
     if device.type != "cpu":
         notes.append(
             "on this device the estimator's default trains on the exact ELBO "
