@@ -18,19 +18,19 @@ N_ROWS, N_FEATURES, K = 9, 12, 4
 LOSS_TERMS = [(0.0, 0.0, 0.0), (3.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 2.0), (3.0, 1.0, 2.0)]
 
 
-def _module_and_data(likelihood, hidden, seed=0, dtype=torch.float32):
-    torch.manual_seed(seed)
-    module = CategoricalVAE(N_FEATURES, K, 2, hidden, 3.0, likelihood)
+def _module_and_data(likelihood, hidden, dtype=torch.float32, n_rows=N_ROWS, n_clusters=K):
+    torch.manual_seed(0)
+    module = CategoricalVAE(N_FEATURES, n_clusters, 2, hidden, 3.0, likelihood)
     with torch.no_grad():  # q(c|x) far enough from uniform that clusters get skipped
         module.cluster_logits.weight.mul_(5.0)
     if likelihood == "bernoulli":
-        x = torch.rand(N_ROWS, N_FEATURES)
+        x = torch.rand(n_rows, N_FEATURES)
     else:
-        x = torch.randn(N_ROWS, N_FEATURES) * 3.0 + 1.0
-        module.set_data_scale(x.mean(0), x.std(0))
+        x = torch.randn(n_rows, N_FEATURES) * 3.0 + 1.0
+        module.set_data_scale(x.mean(0), x.std(0) if n_rows > 1 else torch.ones(N_FEATURES))
         with torch.no_grad():
             module.decoder_log_scale.uniform_(-0.5, 0.5)
-    return module.to(dtype), x.to(dtype), torch.randint(0, K, (N_ROWS,))
+    return module.to(dtype), x.to(dtype), torch.randint(0, n_clusters, (n_rows,))
 
 
 def _autograd_loss(module, x, min_decode_proba, info_weight, balance_weight, labels, guide_weight):
@@ -45,14 +45,9 @@ def _autograd_loss(module, x, min_decode_proba, info_weight, balance_weight, lab
     return -out["elbo"].detach().sum(), loss
 
 
-@pytest.mark.parametrize(
-    "likelihood, hidden, min_decode_proba",
-    list(itertools.product(["bernoulli", "gaussian"], [(), (16,), (16, 8)], [0.0, 0.2])),
-)
-def test_hand_gradient_matches_autograd(likelihood, hidden, min_decode_proba):
-    # In float64, so that rounding cannot hide a wrong term.
+def _assert_hand_gradient_matches_autograd(module, x, labels, min_decode_proba):
+    # Callers pass float64 modules, so that rounding cannot hide a wrong term.
     for info_weight, balance_weight, guide_weight in LOSS_TERMS:
-        module, x, labels = _module_and_data(likelihood, hidden, dtype=torch.float64)
         torch.manual_seed(1)
         expected_total, loss = _autograd_loss(
             module, x, min_decode_proba, info_weight, balance_weight, labels, guide_weight
@@ -70,6 +65,26 @@ def test_hand_gradient_matches_autograd(likelihood, hidden, min_decode_proba):
         for param, grad in zip(params, expected):
             assert param.grad is not None
             torch.testing.assert_close(param.grad, grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "likelihood, hidden, min_decode_proba",
+    list(itertools.product(["bernoulli", "gaussian"], [(), (16,), (16, 8)], [0.0, 0.2])),
+)
+def test_hand_gradient_matches_autograd(likelihood, hidden, min_decode_proba):
+    module, x, labels = _module_and_data(likelihood, hidden, dtype=torch.float64)
+    _assert_hand_gradient_matches_autograd(module, x, labels, min_decode_proba)
+
+
+@pytest.mark.parametrize("n_rows, n_clusters", [(1, 4), (5, 1)])
+@pytest.mark.parametrize("min_decode_proba", [0.0, 0.2])
+def test_hand_gradient_matches_autograd_for_one_row_or_one_cluster(
+    n_rows, n_clusters, min_decode_proba
+):
+    module, x, labels = _module_and_data(
+        "gaussian", (16,), torch.float64, n_rows=n_rows, n_clusters=n_clusters
+    )
+    _assert_hand_gradient_matches_autograd(module, x, labels, min_decode_proba)
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
