@@ -674,6 +674,13 @@ def main(argv=None):
         + f"; the default epoch spends {ceiling['other']:.2f} s (median) on everything else"
     )
     notes.append(FIXED_COST_NOTE.format(seconds=ceiling["fixed"]))
+    if "default, autograd" in times:
+        ratios = [a / b for a, b in zip(times["default"], times["default, autograd"])]
+        notes.append(
+            "default epoch with the hand-worked gradient over the same with autograd's, per "
+            "repeat: " + ", ".join(f"{r:.2f}x" for r in ratios)
+            + f" (median {np.median(ratios):.2f}x)"
+        )
     if device.type != "cpu":
         notes.append(
             "on this device the estimator's default trains on the exact ELBO "
