@@ -11,7 +11,7 @@ hand, with no graph, the derivatives of neighbouring operations folded into
 one expression, the ELBO's samples and the information term's prior draws
 decoded in one pass, and each weight's gradient from the two added up
 inside one product. The default step then dispatches 185 operations, 23 of
-them products; in one benchmark run its epoch took 0.90x the autograd
+them products; in one benchmark run its epoch took 0.87x the autograd
 epoch's time (median over 7 repeats, ``benchmarks/results/speed_cpu.md``).
 
 The random draws come in the same order and shapes as in
