@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from ._model import _LOGVAR_MAX, _LOGVAR_MIN, BERNOULLI
+from ._model import _LOGVAR_MAX, _LOGVAR_MIN, BERNOULLI, _spread_over_clusters
 
 
 def _linear_layers(sequential):
@@ -147,25 +147,22 @@ def loss_and_gradients(
     target = encoded.index_select(0, rows)
 
     if module.likelihood == BERNOULLI:
-        reconstruction = -torch.nn.functional.binary_cross_entropy_with_logits(
-            out, target, reduction="none"
-        ).sum(-1)
+        reconstruction = module.log_likelihood(target, out)
     else:
+        # Worked out here rather than by log_likelihood: the backward pass
+        # needs the scaled residual.
         log_scale = module.decoder_log_scale.clamp(_LOGVAR_MIN / 2, _LOGVAR_MAX / 2)
         residual = (target - out).mul_(torch.exp(-log_scale))
         constant = log_scale.sum() + 0.5 * math.log(2 * math.pi) * x.shape[1]
         constant = constant + torch.log(module.data_scale).sum()
         reconstruction = residual.pow(2).sum(-1).mul_(-0.5).sub_(constant)
-    offset = mean - module.prior_means.index_select(0, clusters)
-    variance = std * std
-    kl_z = (variance + offset * offset - logvar).sum(-1).sub_(latent_dim).mul_(0.5)
+    prior_means = module.prior_means.index_select(0, clusters)
+    kl_z = module._kl_to_prior(mean, logvar, prior_means)
 
     # Every pair left out counts at its row's worst computed fit (see
     # CategoricalVAE._likely_cluster_terms), and adds nothing where q(c|x) = 0.
-    worst = torch.full_like(resp[:, 0], math.inf).scatter_reduce_(
-        0, rows, reconstruction, "amin"
-    ) - torch.full_like(resp[:, 0], -math.inf).scatter_reduce_(0, rows, kl_z, "amax")
-    fit = worst.unsqueeze(1).expand_as(resp).index_put((rows, clusters), reconstruction - kl_z)
+    fit = _spread_over_clusters(reconstruction, rows, clusters, resp, "amin")
+    fit = fit - _spread_over_clusters(kl_z, rows, clusters, resp, "amax")
     fit = torch.where(resp > 0, fit, 0.0)
     negative_entropy = (resp * log_resp).sum(-1)
     elbo = (resp * fit).sum(-1) - negative_entropy - math.log(n_clusters)
@@ -193,15 +190,15 @@ def loss_and_gradients(
         gradients.add(module.decoder_log_scale, torch.where(unclamped, log_scale_grad, 0.0))
     if info_weight > 0:
         info_out_grad = _information_out_grad(
-            module, gradients, decoded[n_pairs:], info_clusters, info_weight
+            module, trunk, gradients, decoded[n_pairs:], info_clusters, info_weight
         )
         out_grad = torch.cat([out_grad, info_out_grad])
     decoder_hidden_grad = gradients.linear_backward(decoder_output, out_grad, decoder_hidden)
     z_grad = gradients.relu_layers_backward(
         decoder_hidden_grad, decoder_hidden, decoder_inputs, decoder_trunk
     )[:n_pairs]
-    mean_grad = torch.addcmul(z_grad, offset, pair_weight)
-    logvar_grad = (z_grad * spread).add_((variance - 1.0).mul_(pair_weight)).mul_(0.5)
+    mean_grad = torch.addcmul(z_grad, mean - prior_means, pair_weight)
+    logvar_grad = (z_grad * spread).add_((std * std - 1.0).mul_(pair_weight)).mul_(0.5)
     logvar_grad = torch.where(logvar == raw_logvar, logvar_grad, 0.0)
     head_grad = torch.cat([mean_grad, logvar_grad], 1)
     head_hidden_grad = gradients.linear_backward(head_output, head_grad, head_hidden)
@@ -223,11 +220,11 @@ def loss_and_gradients(
     return -elbo.sum()
 
 
-def _information_out_grad(module, gradients, out, clusters, weight):
+def _information_out_grad(module, trunk, gradients, out, clusters, weight):
     """Add the encoder's share of the gradient of ``weight`` times the
     information term, given the decoder's output ``out`` for prior draws of
-    ``clusters``; return the gradient of ``out``."""
-    trunk = _linear_layers(module.trunk)
+    ``clusters``; return the gradient of ``out``. ``trunk`` holds the linear
+    layers of ``module.trunk``."""
     cluster_logits = module.cluster_logits
     if module.likelihood == BERNOULLI:
         generated = torch.sigmoid(out)
