@@ -533,7 +533,15 @@ def training_step(module, optimizer, xb, config, guide_labels=None, guide_weight
     if xb.device.type != "cpu":
         return _autograd_training_step(module, optimizer, xb, config, guide_labels, guide_weight)
     optimizer.zero_grad(set_to_none=True)
-    negative_elbo = loss_and_gradients(
+    negative_elbo = _hand_gradients(module, xb, config, guide_labels, guide_weight)
+    optimizer.step()
+    return negative_elbo
+
+
+def _hand_gradients(module, xb, config, guide_labels, guide_weight):
+    """Set the gradient of the training loss by hand; return the batch's
+    summed negative ELBO."""
+    return loss_and_gradients(
         module,
         xb,
         min_decode_proba=decode_threshold(config.min_decode_proba, xb.device),
@@ -543,8 +551,6 @@ def training_step(module, optimizer, xb, config, guide_labels=None, guide_weight
         guide_labels=guide_labels,
         guide_weight=guide_weight * _GUIDE_SCALE,
     )
-    optimizer.step()
-    return negative_elbo
 
 
 def _info_per_cluster(config, module):
@@ -552,8 +558,8 @@ def _info_per_cluster(config, module):
     return max(1, config.batch_size // module.n_clusters)
 
 
-def _autograd_training_step(module, optimizer, xb, config, guide_labels, guide_weight):
-    """:func:`training_step` with the gradient from autograd."""
+def _autograd_loss(module, xb, config, guide_labels, guide_weight):
+    """The training loss, as a graph for autograd, and each row's negative ELBO."""
     device = xb.device
     with mixed_precision(device):
         out = module.elbo(xb, min_decode_proba=decode_threshold(config.min_decode_proba, device))
@@ -568,6 +574,12 @@ def _autograd_training_step(module, optimizer, xb, config, guide_labels, guide_w
             loss = loss + guide_weight * _GUIDE_SCALE * F.cross_entropy(
                 out["logits"], guide_labels
             )
+    return loss, negative_elbo
+
+
+def _autograd_training_step(module, optimizer, xb, config, guide_labels, guide_weight):
+    """:func:`training_step` with the gradient from autograd."""
+    loss, negative_elbo = _autograd_loss(module, xb, config, guide_labels, guide_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -1,6 +1,6 @@
 """The hand-worked gradient of the training loss that CPU training uses,
-against autograd's gradient of the same loss built from the model's
-``elbo`` and ``information_loss``."""
+against autograd's gradient of the loss that GPU training builds from the
+model's ``elbo`` and ``information_loss``."""
 
 import itertools
 
@@ -33,35 +33,22 @@ def _module_and_data(likelihood, hidden, dtype=torch.float32, n_rows=N_ROWS, n_c
     return module.to(dtype), x.to(dtype), torch.randint(0, n_clusters, (n_rows,))
 
 
-def _autograd_loss(module, x, min_decode_proba, info_weight, balance_weight, labels, guide_weight):
-    out = module.elbo(x, min_decode_proba=min_decode_proba)
-    loss = -out["elbo"].mean()
-    if info_weight > 0:
-        loss = loss + info_weight * module.information_loss(3)
-    if balance_weight > 0:
-        loss = loss + balance_weight * _training._balance_penalty(out["resp"])
-    if guide_weight > 0:
-        loss = loss + guide_weight * torch.nn.functional.cross_entropy(out["logits"], labels)
-    return -out["elbo"].detach().sum(), loss
-
-
 def _assert_hand_gradient_matches_autograd(module, x, labels, min_decode_proba):
     # Callers pass float64 modules, so that rounding cannot hide a wrong term.
     for info_weight, balance_weight, guide_weight in LOSS_TERMS:
-        torch.manual_seed(1)
-        expected_total, loss = _autograd_loss(
-            module, x, min_decode_proba, info_weight, balance_weight, labels, guide_weight
+        config = training_config(
+            batch_size=3 * module.n_clusters,  # 3 prior draws per cluster
+            info_weight=info_weight, balance_weight=balance_weight,
+            min_decode_proba=min_decode_proba,
         )
+        torch.manual_seed(1)
+        loss, negative_elbo = _training._autograd_loss(module, x, config, labels, guide_weight)
         params = list(module.parameters())
         expected = torch.autograd.grad(loss, params)
 
         torch.manual_seed(1)  # the same noise draws, in the same order
-        total = loss_and_gradients(
-            module, x, min_decode_proba=min_decode_proba, info_weight=info_weight,
-            info_per_cluster=3, balance_weight=balance_weight, guide_labels=labels,
-            guide_weight=guide_weight,
-        )
-        torch.testing.assert_close(total, expected_total)
+        total = _training._hand_gradients(module, x, config, labels, guide_weight)
+        torch.testing.assert_close(total, negative_elbo.detach().sum())
         for param, grad in zip(params, expected):
             assert param.grad is not None
             torch.testing.assert_close(param.grad, grad, rtol=1e-9, atol=1e-12)
