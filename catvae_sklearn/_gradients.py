@@ -47,14 +47,19 @@ class _Gradients(dict):
     def add_linear(self, layer, grad_output, layer_input):
         weight, bias = layer.weight, layer.bias
         if weight in self:
-            self[weight] = torch.addmm(self[weight], grad_output.t(), layer_input)
-            self[bias] = self[bias] + grad_output.sum(0)
+            # In place: the sum is this dict's own tensor, and a fresh one
+            # would cost a copy of the weight's size before the product.
+            self[weight].addmm_(grad_output.t(), layer_input)
+            self[bias].add_(grad_output.sum(0))
         else:
             self[weight] = grad_output.t().mm(layer_input)
             self[bias] = grad_output.sum(0)
 
     def add(self, parameter, grad):
-        self[parameter] = self[parameter] + grad if parameter in self else grad
+        if parameter in self:
+            self[parameter].add_(grad)
+        else:
+            self[parameter] = grad
 
     def relu_layers_backward(self, grad, output, inputs, layers, input_grad=True):
         """Backward of :func:`_relu_layers` given the gradient of its
@@ -180,20 +185,31 @@ def loss_and_gradients(
         logits_grad += _softmax_cross_entropy_grad(logits, guide_labels, guide_weight)
 
     pair_weight = resp[evaluated].div_(n_rows).unsqueeze(1)
+    # The gradient of every decoded row goes into one buffer, the ELBO's rows
+    # first, so that the decoder's backward pass needs no concatenation.
     if module.likelihood == BERNOULLI:
-        out_grad = torch.sigmoid(out).sub_(target).mul_(pair_weight)
+        # One sigmoid for all rows: the information term's rows are its
+        # generated images until their gradient replaces them.
+        decoded_grad = torch.sigmoid(decoded)
+        decoded_grad[:n_pairs].sub_(target).mul_(pair_weight)
     else:
+        decoded_grad = torch.empty_like(decoded)
         inverse_scale = torch.exp(-log_scale)
-        out_grad = (residual * inverse_scale).mul_(-pair_weight)
+        torch.mul(residual, inverse_scale, out=decoded_grad[:n_pairs]).mul_(-pair_weight)
         log_scale_grad = (residual.pow(2) - 1.0).mul_(pair_weight).sum(0).neg_()
         unclamped = log_scale == module.decoder_log_scale
         gradients.add(module.decoder_log_scale, torch.where(unclamped, log_scale_grad, 0.0))
     if info_weight > 0:
-        info_out_grad = _information_out_grad(
-            module, trunk, gradients, decoded[n_pairs:], info_clusters, info_weight
+        _information_out_grad(
+            module,
+            trunk,
+            gradients,
+            decoded[n_pairs:],
+            info_clusters,
+            info_weight,
+            decoded_grad[n_pairs:],
         )
-        out_grad = torch.cat([out_grad, info_out_grad])
-    decoder_hidden_grad = gradients.linear_backward(decoder_output, out_grad, decoder_hidden)
+    decoder_hidden_grad = gradients.linear_backward(decoder_output, decoded_grad, decoder_hidden)
     z_grad = gradients.relu_layers_backward(
         decoder_hidden_grad, decoder_hidden, decoder_inputs, decoder_trunk
     )[:n_pairs]
@@ -220,14 +236,16 @@ def loss_and_gradients(
     return -elbo.sum()
 
 
-def _information_out_grad(module, trunk, gradients, out, clusters, weight):
+def _information_out_grad(module, trunk, gradients, out, clusters, weight, out_grad):
     """Add the encoder's share of the gradient of ``weight`` times the
     information term, given the decoder's output ``out`` for prior draws of
-    ``clusters``; return the gradient of ``out``. ``trunk`` holds the linear
-    layers of ``module.trunk``."""
+    ``clusters``, and write the gradient of ``out`` into ``out_grad``.
+    ``trunk`` holds the linear layers of ``module.trunk``. For the Bernoulli
+    likelihood ``out_grad`` holds ``sigmoid(out)`` on entry: the caller
+    computes it with the ELBO's rows."""
     cluster_logits = module.cluster_logits
     if module.likelihood == BERNOULLI:
-        generated = torch.sigmoid(out)
+        generated = out_grad
         encoded = generated
     else:
         # decoded_mean maps to data units and the encoder standardises back.
@@ -239,5 +257,7 @@ def _information_out_grad(module, trunk, gradients, out, clusters, weight):
     h_grad = gradients.linear_backward(cluster_logits, logits_grad, h)
     encoded_grad = gradients.relu_layers_backward(h_grad, h, trunk_inputs, trunk)
     if module.likelihood == BERNOULLI:
-        return torch.ops.aten.sigmoid_backward(encoded_grad, generated)
-    return encoded_grad  # the scaling and its inverse cancel
+        # In place: the weights' gradients above were the last to read it.
+        torch.ops.aten.sigmoid_backward.grad_input(encoded_grad, generated, grad_input=out_grad)
+    else:
+        out_grad.copy_(encoded_grad)  # the scaling and its inverse cancel
