@@ -85,7 +85,9 @@ def _softmax_cross_entropy_grad(logits, labels, weight):
     return grad.mul_(weight / len(labels))
 
 
-@torch.no_grad()
+# inference_mode rather than no_grad: it skips the version counting and view
+# tracking autograd would need, which is most of a small operation's overhead.
+@torch.inference_mode()
 def loss_and_gradients(
     module,
     x,
@@ -107,7 +109,9 @@ def loss_and_gradients(
     ``guide_labels``. One noise sample per row, and no autocast: what
     training on the CPU uses.
 
-    Returns the batch's summed negative ELBO, a 0-d tensor.
+    Returns the batch's summed negative ELBO, a 0-d tensor. The gradients
+    and the returned tensor are inference tensors: they may be read outside
+    this function, not updated in place.
     """
     n_rows, n_clusters = x.shape[0], module.n_clusters
     latent_dim = module.latent_dim

@@ -532,9 +532,12 @@ def training_step(module, optimizer, xb, config, guide_labels=None, guide_weight
     """
     if xb.device.type != "cpu":
         return _autograd_training_step(module, optimizer, xb, config, guide_labels, guide_weight)
-    optimizer.zero_grad(set_to_none=True)
+    # No zero_grad before: the hand-worked gradient sets every parameter's .grad.
     negative_elbo = _hand_gradients(module, xb, config, guide_labels, guide_weight)
     optimizer.step()
+    # Those gradients are inference tensors, which autograd could not add to
+    # later (a warm start on another device, say): none is left behind.
+    optimizer.zero_grad(set_to_none=True)
     return negative_elbo
 
 
