@@ -117,3 +117,18 @@ def test_cpu_training_step_updates_weights_as_the_autograd_step_does(likelihood)
     torch.testing.assert_close(torch.stack(hand_totals), torch.stack(auto_totals))
     for hand, auto in zip(hand_params, auto_params):
         torch.testing.assert_close(hand, auto, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_training_step_leaves_no_gradient_for_autograd_to_trip_on():
+    # The hand-worked gradients are inference tensors, which autograd cannot
+    # add to; a backward pass on the same module after a CPU step (a warm
+    # start that trains with autograd, say) must still work.
+    config = training_config(batch_size=N_ROWS, min_decode_proba=0.2)
+    module, x, labels = _module_and_data("bernoulli", (16,))
+    optimizer = _training.adam(module.parameters(), 1e-2)
+    _training.training_step(module, optimizer, x, config, labels, 0.5)
+    assert all(p.grad is None for p in module.parameters())
+
+    loss, _ = _training._autograd_loss(module, x, config, labels, 0.5)
+    loss.backward()  # adds into whatever .grad holds, without zero_grad
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
