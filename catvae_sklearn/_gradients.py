@@ -10,9 +10,10 @@ user guide's "How close training comes to the machine"). Here the loss that
 hand, with no graph, the derivatives of neighbouring operations folded into
 one expression, the ELBO's samples and the information term's prior draws
 decoded in one pass, and each weight's gradient from the two added up
-inside one product. The default step then dispatches 192 operations, 23 of
-them products; in one benchmark run its epoch took 0.88x the autograd
-epoch's time (median over 7 repeats, ``benchmarks/results/speed_cpu.md``).
+in place. The default step then dispatches 185 operations, 23 of them
+products; in the benchmark runs so far its epoch took 0.83x to 0.90x the
+autograd epoch's time (medians over 7 repeats,
+``benchmarks/results/speed_cpu.md``).
 
 The random draws come in the same order and shapes as in
 :meth:`CategoricalVAE.elbo` and :meth:`CategoricalVAE.information_loss`, so
