@@ -82,7 +82,7 @@ class _Gradients(dict):
 def _softmax_cross_entropy_grad(logits, labels, weight):
     """Gradient of ``weight * cross_entropy(logits, labels)`` (a batch mean)."""
     grad = logits.softmax(-1)
-    grad.scatter_add_(1, labels.unsqueeze(1), grad.new_full((len(labels), 1), -1.0))
+    grad.scatter_(1, labels.unsqueeze(1), -1.0, reduce="add")
     return grad.mul_(weight / len(labels))
 
 
@@ -189,7 +189,7 @@ def loss_and_gradients(
     if guide_weight > 0:
         logits_grad += _softmax_cross_entropy_grad(logits, guide_labels, guide_weight)
 
-    pair_weight = resp[evaluated].div_(n_rows).unsqueeze(1)
+    pair_weight = resp[rows, clusters].div_(n_rows).unsqueeze(1)
     # The gradient of every decoded row goes into one buffer, the ELBO's rows
     # first, so that the decoder's backward pass needs no concatenation.
     if module.likelihood == BERNOULLI:
