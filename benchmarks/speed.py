@@ -548,12 +548,22 @@ def cpu_target_lines(training_figures, rates, memory_mib, ceiling):
     :func:`products_ceiling` of the default epoch: whether the target is
     within reach of a step made of these products on this machine.
     """
-    both = [MODE_TITLES[mode] for mode, (speedup, share) in training_figures.items()
-            if speedup >= TARGET_SPEEDUP and share >= TARGET_SHARE
-            and not MODES[mode].get("autograd")]  # not how the estimator trains here
+    candidates = {mode: figures for mode, figures in training_figures.items()
+                  if not MODES[mode].get("autograd")}  # not how the estimator trains here
+    both = [MODE_TITLES[mode] for mode, (speedup, share) in candidates.items()
+            if speedup >= TARGET_SPEEDUP and share >= TARGET_SHARE]
+    if both:
+        verdict = f"met by: {'; '.join(both)}"
+    else:
+        # The table rounds shares to whole percents: 49.6% shows as 50%.
+        fast = {m: f for m, f in candidates.items() if f[0] >= TARGET_SPEEDUP} or candidates
+        closest = max(fast, key=lambda mode: fast[mode][1])
+        speedup, share = fast[closest]
+        verdict = (f"NOT met by any row (closest: {MODE_TITLES[closest]}, "
+                   f"{speedup:.2f}x at {share:.1%})")
     lines = [
         f"training epoch >= {TARGET_SPEEDUP:g}x the baseline at >= {TARGET_SHARE:.0%} of "
-        "matmul: " + (f"met by: {'; '.join(both)}" if both else "NOT met by any row"),
+        "matmul: " + verdict,
         f"ceiling: the default epoch's matrix products alone run at {ceiling['share']:.0%} "
         f"of matmul ({min(ceiling['shares']):.0%} to {max(ceiling['shares']):.0%} per repeat); "
         f"at {TARGET_SHARE:.0%} the rest of the step may take {ceiling['budget']:.2f} s per "
