@@ -10,7 +10,7 @@ user guide's "How close training comes to the machine"). Here the loss that
 hand, with no graph, the derivatives of neighbouring operations folded into
 one expression, the ELBO's samples and the information term's prior draws
 decoded in one pass, and each weight's gradient from the two added up
-in place. The default step then dispatches 185 operations, 23 of them
+in place. The default step then dispatches 183 operations, 23 of them
 products; in the benchmark runs so far its epoch took 0.83x to 0.90x the
 autograd epoch's time (medians over 7 repeats,
 ``benchmarks/results/speed_cpu.md``).
