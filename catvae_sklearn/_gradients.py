@@ -162,7 +162,8 @@ def loss_and_gradients(
         # Worked out here rather than by log_likelihood: the backward pass
         # needs the scaled residual.
         log_scale = module.decoder_log_scale.clamp(_LOGVAR_MIN / 2, _LOGVAR_MAX / 2)
-        residual = (target - out).mul_(torch.exp(-log_scale))
+        inverse_scale = torch.exp(-log_scale)
+        residual = (target - out).mul_(inverse_scale)
         constant = log_scale.sum() + 0.5 * math.log(2 * math.pi) * x.shape[1]
         constant = constant + torch.log(module.data_scale).sum()
         reconstruction = residual.pow(2).sum(-1).mul_(-0.5).sub_(constant)
@@ -199,7 +200,6 @@ def loss_and_gradients(
         decoded_grad[:n_pairs].sub_(target).mul_(pair_weight)
     else:
         decoded_grad = torch.empty_like(decoded)
-        inverse_scale = torch.exp(-log_scale)
         torch.mul(residual, inverse_scale, out=decoded_grad[:n_pairs]).mul_(-pair_weight)
         log_scale_grad = (residual.pow(2) - 1.0).mul_(pair_weight).sum(0).neg_()
         unclamped = log_scale == module.decoder_log_scale
