@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from ._model import _LOGVAR_MAX, _LOGVAR_MIN, BERNOULLI, _spread_over_clusters
+from ._model import _LOG_2PI, _LOGVAR_MAX, _LOGVAR_MIN, BERNOULLI, _spread_over_clusters
 
 
 def _linear_layers(sequential):
@@ -164,7 +164,7 @@ def loss_and_gradients(
         log_scale = module.decoder_log_scale.clamp(_LOGVAR_MIN / 2, _LOGVAR_MAX / 2)
         inverse_scale = torch.exp(-log_scale)
         residual = (target - out).mul_(inverse_scale)
-        constant = log_scale.sum() + 0.5 * math.log(2 * math.pi) * x.shape[1]
+        constant = log_scale.sum() + 0.5 * _LOG_2PI * x.shape[1]
         constant = constant + torch.log(module.data_scale).sum()
         reconstruction = residual.pow(2).sum(-1).mul_(-0.5).sub_(constant)
     prior_means = module.prior_means.index_select(0, clusters)
