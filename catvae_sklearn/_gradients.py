@@ -79,11 +79,31 @@ class _Gradients(dict):
         return grad_output.mm(layer.weight) if input_grad else None
 
 
-def _softmax_cross_entropy_grad(logits, labels, weight):
-    """Gradient of ``weight * cross_entropy(logits, labels)`` (a batch mean)."""
-    grad = logits.softmax(-1)
-    grad.scatter_(1, labels.unsqueeze(1), -1.0, reduce="add")
-    return grad.mul_(weight / len(labels))
+def _cross_entropy_grad(probabilities, labels, weight, into=None):
+    """Gradient of ``weight * cross_entropy(logits, labels)`` (a batch mean)
+    with respect to the logits, given their softmax ``probabilities``: added
+    to ``into`` when given, otherwise written over ``probabilities``."""
+    scale = weight / len(labels)
+    if into is None:
+        into = probabilities.mul_(scale)
+    else:
+        into.add_(probabilities, alpha=scale)
+    return into.scatter_(1, labels.unsqueeze(1), -scale, reduce="add")
+
+
+def _bernoulli_log_likelihood(x, logits, probabilities):
+    """``log p(x|z)`` summed over features, as ``CategoricalVAE.log_likelihood``
+    computes it, from the logits and their sigmoid.
+
+    ``x * logits - softplus(logits)``, with softplus written as
+    ``relu(logits) - log(sigmoid(|logits|))``: ``sigmoid(|logits|)`` is the
+    larger of ``probabilities`` and ``1 - probabilities``, at least 1/2, so its
+    logarithm neither overflows nor loses more than float32 rounding. torch's
+    ``binary_cross_entropy_with_logits`` spends most of its time in
+    ``log1p``, which here took four times as long as ``log``.
+    """
+    log_sigmoid_of_magnitude = torch.maximum(probabilities, 1.0 - probabilities).log_()
+    return torch.addcmul(log_sigmoid_of_magnitude.sub_(logits.relu()), x, logits).sum(-1)
 
 
 # inference_mode rather than no_grad: it skips the version counting and view
@@ -157,7 +177,11 @@ def loss_and_gradients(
     target = encoded.index_select(0, rows)
 
     if module.likelihood == BERNOULLI:
-        reconstruction = module.log_likelihood(target, out)
+        # One sigmoid for all rows serves the log-likelihood here and every
+        # row's gradient below: the information term's rows are its generated
+        # images until their gradient replaces them.
+        decoded_grad = torch.sigmoid(decoded)
+        reconstruction = _bernoulli_log_likelihood(target, out, decoded_grad[:n_pairs])
     else:
         # Worked out here rather than by log_likelihood: the backward pass
         # needs the scaled residual.
@@ -168,7 +192,11 @@ def loss_and_gradients(
         constant = constant + torch.log(module.data_scale).sum()
         reconstruction = residual.pow(2).sum(-1).mul_(-0.5).sub_(constant)
     prior_means = module.prior_means.index_select(0, clusters)
-    kl_z = module._kl_to_prior(mean, logvar, prior_means)
+    # CategoricalVAE._kl_to_prior, with the variance and the distance to the
+    # prior mean kept for the backward pass.
+    centred = mean - prior_means
+    variance = std * std
+    kl_z = (variance - logvar).add_(centred.square()).sum(-1).sub_(latent_dim).mul_(0.5)
 
     # Every pair left out counts at its row's worst computed fit (see
     # CategoricalVAE._likely_cluster_terms), and adds nothing where q(c|x) = 0.
@@ -188,15 +216,13 @@ def loss_and_gradients(
         resp_grad += torch.where(used, log_ratio, 0.0) * (balance_weight / n_rows)
     logits_grad = resp * (resp_grad - (resp * resp_grad).sum(-1, keepdim=True))
     if guide_weight > 0:
-        logits_grad += _softmax_cross_entropy_grad(logits, guide_labels, guide_weight)
+        # resp is softmax(logits) already: no second softmax.
+        _cross_entropy_grad(resp, guide_labels, guide_weight, into=logits_grad)
 
     pair_weight = resp[rows, clusters].div_(n_rows).unsqueeze(1)
     # The gradient of every decoded row goes into one buffer, the ELBO's rows
     # first, so that the decoder's backward pass needs no concatenation.
     if module.likelihood == BERNOULLI:
-        # One sigmoid for all rows: the information term's rows are its
-        # generated images until their gradient replaces them.
-        decoded_grad = torch.sigmoid(decoded)
         decoded_grad[:n_pairs].sub_(target).mul_(pair_weight)
     else:
         decoded_grad = torch.empty_like(decoded)
@@ -218,8 +244,8 @@ def loss_and_gradients(
     z_grad = gradients.relu_layers_backward(
         decoder_hidden_grad, decoder_hidden, decoder_inputs, decoder_trunk
     )[:n_pairs]
-    mean_grad = torch.addcmul(z_grad, mean - prior_means, pair_weight)
-    logvar_grad = (z_grad * spread).add_((std * std - 1.0).mul_(pair_weight)).mul_(0.5)
+    mean_grad = torch.addcmul(z_grad, centred, pair_weight)
+    logvar_grad = (z_grad * spread).add_((variance - 1.0).mul_(pair_weight)).mul_(0.5)
     logvar_grad = torch.where(logvar == raw_logvar, logvar_grad, 0.0)
     head_grad = torch.cat([mean_grad, logvar_grad], 1)
     head_hidden_grad = gradients.linear_backward(head_output, head_grad, head_hidden)
@@ -258,7 +284,7 @@ def _information_out_grad(module, trunk, gradients, out, clusters, weight, out_g
     h, trunk_inputs = _relu_layers(encoded, trunk)
     logits = torch.addmm(cluster_logits.bias, h, cluster_logits.weight.t())
 
-    logits_grad = _softmax_cross_entropy_grad(logits, clusters, weight)
+    logits_grad = _cross_entropy_grad(logits.softmax(-1), clusters, weight)
     h_grad = gradients.linear_backward(cluster_logits, logits_grad, h)
     encoded_grad = gradients.relu_layers_backward(h_grad, h, trunk_inputs, trunk)
     if module.likelihood == BERNOULLI:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from catvae_sklearn import _training
-from catvae_sklearn._gradients import loss_and_gradients
+from catvae_sklearn._gradients import _bernoulli_log_likelihood, loss_and_gradients
 from catvae_sklearn._model import CategoricalVAE
 
 from ._helpers import training_config
@@ -101,6 +101,21 @@ def test_hand_gradient_keeps_clamped_log_variances_still():
     assert torch.all(module.head_output.bias.grad[module.latent_dim :] == 0)
     assert torch.all(module.decoder_log_scale.grad == 0)
     assert module.head_output.bias.grad[: module.latent_dim].abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_log_likelihood_from_the_sigmoid_matches_the_model_at_extreme_logits(dtype):
+    # Where sigmoid rounds to 0 or 1, log(sigmoid) or log(1 - sigmoid) would
+    # be -inf; the model's binary cross-entropy stays finite there.
+    logits = torch.tensor([[-200.0, -60.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 60.0, 200.0]], dtype=dtype)
+    x = torch.tensor([[0.0, 1.0, 0.3, 1.0, 0.5, 0.0, 0.7, 0.0, 1.0]], dtype=dtype)
+    x = torch.cat([x, 1.0 - x])
+    logits = logits.expand_as(x)
+    module = CategoricalVAE(x.shape[1], 2, 2, (), 3.0, "bernoulli").to(dtype)
+    expected = module.log_likelihood(x, logits)
+    actual = _bernoulli_log_likelihood(x, logits, torch.sigmoid(logits))
+    assert torch.isfinite(actual).all()
+    torch.testing.assert_close(actual, expected)
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
