@@ -107,7 +107,9 @@ def test_hand_gradient_keeps_clamped_log_variances_still():
 def test_bernoulli_log_likelihood_from_the_sigmoid_matches_the_model_at_extreme_logits(dtype):
     # Where sigmoid rounds to 0 or 1, log(sigmoid) or log(1 - sigmoid) would
     # be -inf; the model's binary cross-entropy stays finite there.
-    logits = torch.tensor([[-200.0, -60.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 60.0, 200.0]], dtype=dtype)
+    logits = torch.tensor(
+        [[-200.0, -60.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 60.0, 200.0]], dtype=dtype
+    )
     x = torch.tensor([[0.0, 1.0, 0.3, 1.0, 0.5, 0.0, 0.7, 0.0, 1.0]], dtype=dtype)
     x = torch.cat([x, 1.0 - x])
     logits = logits.expand_as(x)
