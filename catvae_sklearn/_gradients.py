@@ -10,7 +10,7 @@ user guide's "How close training comes to the machine"). Here the loss that
 hand, with no graph, the derivatives of neighbouring operations folded into
 one expression, the ELBO's samples and the information term's prior draws
 decoded in one pass, and each weight's gradient from the two added up
-in place. The default step then dispatches 183 operations, 23 of them
+in place. The default step then dispatches 185 operations, 23 of them
 products; in the benchmark runs so far its epoch took 0.83x to 0.90x the
 autograd epoch's time (medians over 7 repeats,
 ``benchmarks/results/speed_cpu.md``).
@@ -193,11 +193,7 @@ def loss_and_gradients(
         constant = constant + torch.log(module.data_scale).sum()
         reconstruction = residual.pow(2).sum(-1).mul_(-0.5).sub_(constant)
     prior_means = module.prior_means.index_select(0, clusters)
-    # CategoricalVAE._kl_to_prior, with the variance and the distance to the
-    # prior mean kept for the backward pass.
-    centred = mean - prior_means
-    variance = std * std
-    kl_z = (variance - logvar).add_(centred.square()).sum(-1).sub_(latent_dim).mul_(0.5)
+    kl_z = module._kl_to_prior(mean, logvar, prior_means)
 
     # Every pair left out counts at its row's worst computed fit (see
     # CategoricalVAE._likely_cluster_terms), and adds nothing where q(c|x) = 0.
@@ -245,8 +241,8 @@ def loss_and_gradients(
     z_grad = gradients.relu_layers_backward(
         decoder_hidden_grad, decoder_hidden, decoder_inputs, decoder_trunk
     )[:n_pairs]
-    mean_grad = torch.addcmul(z_grad, centred, pair_weight)
-    logvar_grad = (z_grad * spread).add_((variance - 1.0).mul_(pair_weight)).mul_(0.5)
+    mean_grad = torch.addcmul(z_grad, mean - prior_means, pair_weight)
+    logvar_grad = (z_grad * spread).add_((std * std - 1.0).mul_(pair_weight)).mul_(0.5)
     logvar_grad = torch.where(logvar == raw_logvar, logvar_grad, 0.0)
     head_grad = torch.cat([mean_grad, logvar_grad], 1)
     head_hidden_grad = gradients.linear_backward(head_output, head_grad, head_hidden)
