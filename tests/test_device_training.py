@@ -42,8 +42,8 @@ def test_auto_decode_threshold_is_sparse_on_cpu_and_exact_on_accelerators():
 
 def test_default_fit_on_cpu_is_the_fit_with_min_decode_proba_001():
     X, _ = digits(300)
-    default = InfoCatVAE(n_clusters=4, **QUICK).fit(X)
-    explicit = InfoCatVAE(n_clusters=4, min_decode_proba=0.01, **QUICK).fit(X)
+    default = InfoCatVAE(n_clusters=4, device="cpu", **QUICK).fit(X)
+    explicit = InfoCatVAE(n_clusters=4, min_decode_proba=0.01, device="cpu", **QUICK).fit(X)
     np.testing.assert_array_equal(default.labels_, explicit.labels_)
     assert default.loss_curve_ == explicit.loss_curve_
 

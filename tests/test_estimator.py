@@ -7,6 +7,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from catvae_sklearn import InfoCatVAE
+from catvae_sklearn._device import resolve_device
 
 from ._helpers import QUICK, blobs, digits
 
@@ -25,7 +26,7 @@ def test_fit_returns_self_and_sets_attributes(fitted_digits):
     assert set(np.unique(model.labels_)) <= set(range(10))
     assert model.n_features_in_ == d
     assert model.likelihood_ == "bernoulli"
-    assert model.device_ == "cpu"
+    assert model.device_ == str(resolve_device("auto"))  # CUDA where there is one
     assert 1 <= model.n_iter_ <= QUICK["max_iter"]
     assert len(model.loss_curve_) == model.n_iter_
     assert all(np.isfinite(model.loss_curve_))
@@ -86,7 +87,7 @@ def test_cluster_centers_are_decoded_prior_means(fitted_digits):
     model, _ = fitted_digits
     np.testing.assert_allclose(
         model.cluster_centers_,
-        model.inverse_transform(model.module_.prior_means.numpy()),
+        model.inverse_transform(model.module_.prior_means.cpu().numpy()),
         rtol=1e-6,
     )
 

@@ -137,8 +137,8 @@ def test_elbo_does_not_exceed_importance_sampled_log_likelihood(likelihood):
     torch.manual_seed(0)
     with torch.no_grad():
         log_px = model.module_.importance_sampled_log_likelihood(
-            torch.as_tensor(X, dtype=torch.float32), n_samples=2000
-        ).numpy()
+            torch.as_tensor(X, dtype=torch.float32, device=model.module_.device), n_samples=2000
+        ).cpu().numpy()
     # Per sample, up to Monte Carlo noise; on average, strictly.
     assert elbo.mean() < log_px.mean()
     assert np.mean(elbo <= log_px + 0.05 * np.abs(log_px) + 0.5) > 0.95

@@ -162,7 +162,7 @@ def test_values_near_float32_limit_fit_like_the_same_data_unscaled():
     base = InfoCatVAE(n_clusters=3, **QUICK).fit(X)
     huge = InfoCatVAE(n_clusters=3, **QUICK).fit(X * 1e36)
     assert np.isfinite(huge.score(X * 1e36))
-    assert np.allclose(huge.module_.data_scale.numpy() / 1e36, X.std(0, ddof=1), rtol=1e-3)
+    assert np.allclose(huge.module_.data_scale.cpu().numpy() / 1e36, X.std(0, ddof=1), rtol=1e-3)
     assert adjusted_rand_score(base.predict(X), huge.predict(X * 1e36)) > 0.9
 
 
