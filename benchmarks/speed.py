@@ -153,8 +153,8 @@ MODE_TITLES = {
 }
 
 
-def _module(X, cfg, device):
-    torch.manual_seed(0)
+def _module(X, cfg, device, seed=0):
+    torch.manual_seed(seed)
     return CategoricalVAE(
         X.shape[1], cfg["K"], cfg["delta"], cfg["hidden"], cfg["prior_scale"], "bernoulli"
     ).to(device)
@@ -287,8 +287,9 @@ class _OperationRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         self.n_operations += 1
         if func in _PRODUCTS:
-            layouts = [(tuple(a.shape), a.stride()) if isinstance(a, torch.Tensor) else a
-                       for a in args]
+            # The dtype too: under CUDA autocast the products run in bfloat16.
+            layouts = [(tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor)
+                       else a for a in args]
             self.calls.append((func, layouts, kwargs))
         return func(*args, **kwargs)
 
@@ -306,8 +307,8 @@ def products_seconds(calls, device):
     # would make the replay take ten times longer than the products.
     values = torch.randn(largest, device=device)
 
-    def operand(shape, stride):
-        return torch.empty_strided(shape, stride, device=device).copy_(
+    def operand(shape, stride, dtype):
+        return torch.empty_strided(shape, stride, dtype=dtype, device=device).copy_(
             values[: math.prod(shape)].view(shape))
 
     events, total = [], 0.0
@@ -411,9 +412,13 @@ def training_peak_memory_mib(X, cfg, device, tmpdir):
     return float(out.strip().splitlines()[-1])
 
 
-def matmul_gflops(device, rows=2048, inner=2048, cols=2048, repeats=10):
-    a = torch.randn(rows, inner, device=device)
-    b = torch.randn(inner, cols, device=device)
+def matmul_gflops(device, rows=None, inner=None, cols=None, repeats=10, dtype=torch.float32):
+    """Median GFLOP/s of one square product (``reference_size(device)``
+    unless the shape is given)."""
+    size = reference_size(device)
+    rows, inner, cols = rows or size, inner or size, cols or size
+    a = torch.randn(rows, inner, device=device, dtype=dtype)
+    b = torch.randn(inner, cols, device=device, dtype=dtype)
     a @ b
     _sync(device)
     times = []
@@ -423,6 +428,12 @@ def matmul_gflops(device, rows=2048, inner=2048, cols=2048, repeats=10):
         _sync(device)
         times.append(time.perf_counter() - start)
     return 2 * rows * inner * cols / np.median(times) / 1e9
+
+
+def reference_size(device):
+    """Side of the square reference product: 2048 on a CPU; 8192 on a GPU,
+    where a 2048 product ends within the launch and synchronisation."""
+    return 2048 if device.type == "cpu" else 8192
 
 
 # The largest product of a training step: a batch through the encoder's first layer.
@@ -485,6 +496,106 @@ def one_thread_section(one_thread, all_threads, flops):
     )
 
 
+# ---------------------------------------------------------------------- GPU
+GPU_ROWS = {
+    "resident": "data on the GPU, bfloat16 autocast (the estimator's CUDA training)",
+    "float32": "data on the GPU, float32 (autocast off)",
+    "streamed": "data on the host, streamed in pinned batches, bfloat16 autocast",
+}
+
+
+@contextlib.contextmanager
+def _full_precision(enabled):
+    """Train without autocast while ``enabled``."""
+    if not enabled:
+        yield
+        return
+    original = _training.mixed_precision
+    _training.mixed_precision = lambda device: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        _training.mixed_precision = original
+
+
+def _gpu_run(X, cfg, epochs, device, row, seed=0):
+    """Train ``epochs`` exact epochs the way ``row`` of GPU_ROWS says, after
+    one warm-up epoch; return (seconds per epoch, module, data tensor)."""
+    module = _module(X, cfg, device, seed)
+    Xt = to_tensor(X, "cpu" if row == "streamed" else device)
+    optimizer = adam(module.parameters(), 1e-3)
+    with _full_precision(row == "float32"):
+        train(module, Xt, None, _config(cfg, 1), optimizer)
+        _sync(device)
+        start = time.perf_counter()
+        train(module, Xt, None, _config(cfg, epochs), optimizer)
+        _sync(device)
+    return (time.perf_counter() - start) / epochs, module, Xt
+
+
+def host_syncs_per_epoch(X, cfg, device):
+    """How often one epoch of the estimator's CUDA training makes the host
+    wait for the GPU, counted by torch's synchronisation debug mode."""
+    import warnings
+
+    module = _module(X, cfg, device)
+    Xt = to_tensor(X, device)
+    optimizer = adam(module.parameters(), 1e-3)
+    train(module, Xt, None, _config(cfg, 1), optimizer)  # warm-up
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            train(module, Xt, None, _config(cfg, 1), optimizer)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def _final_negative_elbo(module, Xt):
+    torch.manual_seed(123)  # the same evaluation noise for every model compared
+    return _training.evaluate_negative_elbo(module, Xt)
+
+
+def gpu_section(X, cfg, repeats, device, elbo_epochs=10):
+    """Issue #5's GPU requirements, measured: data resident on the device or
+    streamed from pinned host memory, bfloat16 autocast against float32 in
+    time and in the ELBO it reaches, and host synchronisations per epoch."""
+    seconds = {row: [] for row in GPU_ROWS}
+    for _ in range(repeats):
+        for row in GPU_ROWS:
+            seconds[row].append(_gpu_run(X, cfg, 1, device, row)[0])
+    rows = [[title, f"{np.median(seconds[row]):.3f}",
+             f"{X.shape[0] / np.median(seconds[row]):,.0f}",
+             f"{np.median(seconds['resident']) / np.median(seconds[row]):.2f}x"]
+            for row, title in GPU_ROWS.items()]
+    table = markdown_table(["exact ELBO, paper architecture", "epoch s", "samples/s",
+                            "speed vs resident bfloat16"], rows)
+
+    elbo = {}
+    for name, row, seed in (("bfloat16", "resident", 0), ("float32", "float32", 0),
+                            ("float32, seed 1", "float32", 1)):
+        _, module, Xt = _gpu_run(X, cfg, elbo_epochs - 1, device, row, seed)
+        elbo[name] = _final_negative_elbo(module, Xt)
+    precision_gap = elbo["bfloat16"] - elbo["float32"]
+    seed_gap = elbo["float32, seed 1"] - elbo["float32"]
+    syncs = host_syncs_per_epoch(X, cfg, device)
+    steps = math.ceil(X.shape[0] / cfg["batch"])
+    notes = [
+        f"medians of {repeats} interleaved repeats of one epoch, each after a warm-up epoch",
+        f"negative ELBO (nats per image, evaluated in float32 with the same noise) after "
+        f"{elbo_epochs} epochs from the same start: bfloat16 {elbo['bfloat16']:.2f}, float32 "
+        f"{elbo['float32']:.2f} (difference {precision_gap:+.2f}); float32 from another seed "
+        f"{elbo['float32, seed 1']:.2f} (difference {seed_gap:+.2f}), the spread that the "
+        "random start alone makes",
+        f"host synchronisations in one epoch of {steps} steps (torch.cuda sync debug mode): "
+        f"{syncs}",
+    ]
+    return ("## GPU training: where the data live, precision, synchronisation\n\n"
+            + table + "\n\n" + "\n".join(f"- {n}" for n in notes))
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -516,11 +627,18 @@ def rss_peak():
 def reset_peak():
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+cuda = sys.argv[2].startswith("cuda")
+if cuda:
+    import torch
 for method in ("predict", "predict_proba", "transform", "score_samples"):
     model.predict(X[:100])
+    if cuda:
+        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+        gpu_base = torch.cuda.memory_allocated()
     reset_peak(); base = rss_peak()
     getattr(model, method)(X)
-    print(method, (rss_peak() - base) / 2**20)
+    gpu = (torch.cuda.max_memory_allocated() - gpu_base) / 2**20 if cuda else 0.0
+    print(method, (rss_peak() - base) / 2**20, gpu)
 """
 
 
@@ -531,7 +649,9 @@ def million_row_memory(model, device, tmpdir):
         [sys.executable, "-c", _MEMORY_CHILD, path, str(device)],
         capture_output=True, text=True, check=True,
     ).stdout
-    return {line.split()[0]: float(line.split()[1]) for line in out.strip().splitlines()}
+    # method -> (extra peak RSS MiB, extra peak GPU allocation MiB; 0 on the CPU)
+    return {line.split()[0]: (float(line.split()[1]), float(line.split()[2]))
+            for line in out.strip().splitlines()}
 
 
 def cpu_target_lines(training_figures, rates, memory_mib, ceiling):
@@ -668,11 +788,17 @@ def main(argv=None):
         rows,
     )
     notes = [
-        f"measured matmul throughput (2048x2048 float32, median of the {args.repeats} "
+        f"measured matmul throughput ({reference_size(device)}x{reference_size(device)} "
+        f"float32, median of the {args.repeats} "
         f"repeats): {peak:.1f} GFLOP/s ({min(peaks):.1f} to {max(peaks):.1f}); "
         "the share of matmul is the median over repeats of each repeat's epoch "
         "GFLOP/s over that repeat's matmul throughput"
     ]
+    if device.type == "cuda":
+        # The training products run in bfloat16 under autocast: their own ceiling.
+        notes.append(
+            f"the same reference in bfloat16: {matmul_gflops(device, dtype=torch.bfloat16):,.0f} "
+            "GFLOP/s (float32 above is without TF32, torch's default)")
     # The median alone hides how often a noisy machine lands either side of
     # the target share, so each repeat's share is listed too.
     for mode in modes:
@@ -724,20 +850,23 @@ def main(argv=None):
 
     if device.type == "cpu":
         sections.append(one_thread_section(one_thread, all_threads, details["default"][0]))
+    else:
+        sections.append(gpu_section(X, PAPER, args.repeats, device))
 
     model = InfoCatVAE(10, 2, hidden_layer_sizes=(400,), batch_size=128, max_iter=2,
                        init_params="random", device=str(device), random_state=0).fit(X)
     rates = inference_rates(model, np.tile(X, (5, 1)), args.repeats)
     inference_rows = [[m, f"{r:,.0f}"] for m, r in rates.items()]
-    if device.type == "cpu":
-        import tempfile
+    import tempfile
 
-        with tempfile.TemporaryDirectory() as tmp:
-            memory = million_row_memory(model, device, tmp)
-        inference_rows = [row + [f"{memory[row[0]]:.0f}"] for row in inference_rows]
-        header = ["method", "rows/s (50,000 rows)", "extra peak RSS MiB, 1,000,000 x 784 float32"]
-    else:
-        header = ["method", "rows/s (50,000 rows)"]
+    with tempfile.TemporaryDirectory() as tmp:
+        both = million_row_memory(model, device, tmp)
+    memory = {method: rss for method, (rss, _) in both.items()}
+    inference_rows = [row + [f"{memory[row[0]]:.0f}"] for row in inference_rows]
+    header = ["method", "rows/s (50,000 rows)", "extra peak RSS MiB, 1,000,000 x 784 float32"]
+    if device.type == "cuda":
+        inference_rows = [row + [f"{both[row[0]][1]:.0f}"] for row in inference_rows]
+        header.append("extra peak GPU allocation MiB, the same rows")
     sections.append("## Inference\n\n" + markdown_table(header, inference_rows))
 
     if not args.quick:
