@@ -22,8 +22,13 @@ information term on) on the MNIST test set (10,000 x 784). In the same run:
 - on the CPU, the default epoch, the baseline and the matmuls again on one
   thread, and how much the other threads add to a 2048x2048 and to a
   batch-sized product;
+- on a GPU, the estimator's CUDA training with the data resident or
+  streamed from pinned host memory, with and without CUDA graph replay, in
+  bfloat16 and float32 (time, and the ELBO reached), and its host
+  synchronisations per epoch;
 - predict / transform / predict_proba / score_samples rows per second;
-- extra memory of predict on 1,000,000 rows (in a child process);
+- extra memory of predict on 1,000,000 rows (in a child process; on a GPU,
+  device memory too);
 - scaling of epoch time with n_samples, K and batch size, exact and default.
 
 Writes ``benchmarks/results/speed_<device>.md``.
@@ -230,7 +235,8 @@ def _timed_training(X, epochs, cfg, device, mode, details):
     # hand-worked gradient adds a second branch's share into a weight's
     # gradient: it is counted with addmm's own formula.
     counter.flop_registry[torch.ops.aten.addmm_] = counter.flop_registry[torch.ops.aten.addmm]
-    with counter, _OperationRecorder() as recorder:
+    # Eager steps: a CUDA graph's replays dispatch nothing to count.
+    with counter, _OperationRecorder() as recorder, _cuda_graphs(False):
         train(module, Xt, None, _config(cfg, 1, mode), optimizer, guide)
     with torch.no_grad():
         resp = module.logits(Xt[:2000]).softmax(-1)
@@ -498,10 +504,23 @@ def one_thread_section(one_thread, all_threads, flops):
 
 # ---------------------------------------------------------------------- GPU
 GPU_ROWS = {
-    "resident": "data on the GPU, bfloat16 autocast (the estimator's CUDA training)",
-    "float32": "data on the GPU, float32 (autocast off)",
-    "streamed": "data on the host, streamed in pinned batches, bfloat16 autocast",
+    "resident": "data on the GPU, bfloat16 autocast, steps replayed from a CUDA graph "
+                "(the estimator's CUDA training)",
+    "eager": "the same, one launch per operation (no CUDA graph)",
+    "float32": "data on the GPU, float32 (autocast off), CUDA graph",
+    "float32, eager": "data on the GPU, float32, no CUDA graph",
+    "streamed": "data on the host, streamed in pinned batches, bfloat16 autocast, CUDA graph",
 }
+
+
+@contextlib.contextmanager
+def _cuda_graphs(enabled):
+    original = _training._CUDA_GRAPHS
+    _training._CUDA_GRAPHS = enabled
+    try:
+        yield
+    finally:
+        _training._CUDA_GRAPHS = original
 
 
 @contextlib.contextmanager
@@ -524,7 +543,7 @@ def _gpu_run(X, cfg, epochs, device, row, seed=0):
     module = _module(X, cfg, device, seed)
     Xt = to_tensor(X, "cpu" if row == "streamed" else device)
     optimizer = adam(module.parameters(), 1e-3)
-    with _full_precision(row == "float32"):
+    with _full_precision(row.startswith("float32")), _cuda_graphs("eager" not in row):
         train(module, Xt, None, _config(cfg, 1), optimizer)
         _sync(device)
         start = time.perf_counter()

@@ -211,8 +211,9 @@ class InfoCatVAE(
         else the CPU. ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` name one.
         On CUDA, training keeps the data on the GPU when they take at most
         half of its free memory and otherwise streams batches from pinned
-        host memory, and runs its forward pass in bfloat16 mixed precision
-        where the GPU supports it; every other method computes in float32.
+        host memory, runs its forward pass in bfloat16 mixed precision
+        where the GPU supports it, and replays each training step from a
+        CUDA graph; every other method computes in float32.
 
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, mini-batch order, sampling and the

@@ -120,7 +120,9 @@ def mixed_precision(device):
     Inference and scoring always run in float32.
     """
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        # No cache of cast weights: PyTorch requires it off while a CUDA
+        # graph is captured, and a step casts each weight at most twice.
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 
@@ -143,13 +145,16 @@ def adam(params, learning_rate):
 
     The fused update does one pass over each parameter instead of a kernel
     per arithmetic step: on the paper's MNIST set-up (2-core CPU) a default
-    epoch took 0.98 s instead of 1.09 s, in three interleaved runs.
+    epoch took 0.98 s instead of 1.09 s, in three interleaved runs. On CUDA
+    its step count lives on the device (``capturable``), so that a CUDA
+    graph can replay the update (see :class:`GraphedTrainingStep`).
     """
     params = list(params)
+    options = {"capturable": True} if params and params[0].device.type == "cuda" else {}
     try:
-        return torch.optim.Adam(params, lr=learning_rate, fused=True)
+        return torch.optim.Adam(params, lr=learning_rate, fused=True, **options)
     except RuntimeError:  # no fused kernel for this device
-        return torch.optim.Adam(params, lr=learning_rate)
+        return torch.optim.Adam(params, lr=learning_rate, **options)
 
 
 def _progress(total, verbose, desc):
@@ -573,7 +578,9 @@ def _autograd_loss(module, xb, config, guide_labels, guide_weight):
             loss = loss + config.info_weight * info_loss
         if config.balance_weight > 0:
             loss = loss + config.balance_weight * _balance_penalty(out["resp"])
-        if guide_weight > 0:
+        # Labels, not a positive weight, switch the guide on: a CUDA graph
+        # takes its weight as a tensor that it cannot branch on.
+        if guide_labels is not None:
             loss = loss + guide_weight * _GUIDE_SCALE * F.cross_entropy(
                 out["logits"], guide_labels
             )
@@ -587,6 +594,121 @@ def _autograd_training_step(module, optimizer, xb, config, guide_labels, guide_w
     loss.backward()
     optimizer.step()
     return negative_elbo.detach().sum()
+
+
+# A CUDA step launches several hundred kernels, each costing microseconds of
+# host work, and on the paper's MNIST set-up those launches, not the
+# arithmetic, set its time: the same training on 8 features through 4 units
+# took as long (benchmarks/results/speed_cuda.md). Replayed from a CUDA
+# graph, a step is one launch: on an H200 0.60 ms instead of 5.5 ms
+# (benchmarks/results/cuda_step_probe.md).
+_CUDA_GRAPHS = True
+# Eager steps before the capture, so that the optimizer's state and the
+# kernels' workspaces exist when it starts (PyTorch's recipe).
+_GRAPH_WARM_UP_STEPS = 3
+
+
+def step_function(module, optimizer, config, guided):
+    """What :func:`train` calls for each batch, ``step(xb, guide_labels,
+    guide_weight)``: :func:`training_step`, replayed from a CUDA graph where
+    the module is on CUDA, the optimizer can be captured and the step
+    decodes every cluster (sparse decoding sizes its work from q(c|x), which
+    a graph cannot). A module on another GPU than the current one trains
+    eagerly: a graph captures the current device's stream only, and that path
+    has not run on a machine with several GPUs."""
+    if (
+        _CUDA_GRAPHS
+        and module.device.type == "cuda"
+        and module.device.index in (None, torch.cuda.current_device())
+        and decode_threshold(config.min_decode_proba, module.device) == 0
+        and all(group.get("capturable") for group in optimizer.param_groups)
+    ):
+        return GraphedTrainingStep(module, optimizer, config, guided)
+    return _eager_step(module, optimizer, config)
+
+
+def _eager_step(module, optimizer, config):
+    def step(xb, guide_labels, guide_weight):
+        # Looked up at each call, so that the tests can wrap it.
+        return training_step(module, optimizer, xb, config, guide_labels, guide_weight)
+
+    return step
+
+
+class GraphedTrainingStep:
+    """:func:`training_step` on CUDA, replayed from a CUDA graph.
+
+    The first ``_GRAPH_WARM_UP_STEPS`` full batches train eagerly on a side
+    stream; the next is captured, and it and every later full batch are
+    copied into the graph's input and replayed. A last, smaller batch trains
+    eagerly. The graph draws its random numbers from the same CUDA
+    generator, advanced at each replay, and takes the guide's weight as a
+    device tensor, so that it may change between epochs.
+
+    Should the capture fail (an operation that some torch release cannot
+    capture, say), training goes on eagerly and a warning says so.
+    """
+
+    def __init__(self, module, optimizer, config, guided):
+        self.module, self.optimizer, self.config = module, optimizer, config
+        self._eager = _eager_step(module, optimizer, config)
+        device = module.device
+        self._x = torch.zeros(config.batch_size, module.n_features, device=device)
+        self._labels = (
+            torch.zeros(config.batch_size, dtype=torch.long, device=device) if guided else None
+        )
+        self._guide_weight = torch.zeros((), device=device)
+        self._warm_up_left = _GRAPH_WARM_UP_STEPS
+        self._side_stream = None
+        self._graph, self._negative_elbo, self._failed = None, None, False
+
+    def __call__(self, xb, guide_labels, guide_weight):
+        if self._failed or xb.shape[0] != self.config.batch_size:
+            return self._eager(xb, guide_labels, guide_weight)
+        if self._warm_up_left > 0:
+            self._warm_up_left -= 1
+            return self._on_side_stream(xb, guide_labels, guide_weight)
+        self._x.copy_(xb)
+        if self._labels is not None:
+            if guide_labels is not None:
+                self._labels.copy_(guide_labels)
+            # train() passes no labels once the guide's weight reaches 0.
+            self._guide_weight.fill_(guide_weight if guide_labels is not None else 0.0)
+        if self._graph is None and not self._capture():
+            return self._eager(xb, guide_labels, guide_weight)
+        self._graph.replay()
+        # A copy: the next replay overwrites the graph's output.
+        return self._negative_elbo.clone()
+
+    def _on_side_stream(self, xb, guide_labels, guide_weight):
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.module.device)
+        current = torch.cuda.current_stream(self.module.device)
+        self._side_stream.wait_stream(current)
+        with torch.cuda.stream(self._side_stream):
+            negative_elbo = self._eager(xb, guide_labels, guide_weight)
+        current.wait_stream(self._side_stream)
+        return negative_elbo
+
+    def _capture(self):
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                negative_elbo = _autograd_training_step(
+                    self.module, self.optimizer, self._x, self.config, self._labels,
+                    self._guide_weight,
+                )
+        except RuntimeError as exc:
+            self._failed = True
+            warnings.warn(
+                f"Capturing the training step in a CUDA graph failed ({exc}); training "
+                "continues without it, with one kernel launch per operation.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return False
+        self._graph, self._negative_elbo = graph, negative_elbo
+        return True
 
 
 def _guide_weight(guide, guide_iter, epoch):
@@ -632,6 +754,7 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
     if optimizer is None:
         optimizer = adam(module.parameters(), config.learning_rate)
 
+    step = step_function(module, optimizer, config, guided=guide is not None)
     result = TrainingResult(loss_curve=[], validation_scores=[], n_iter=0)
     best_loss, best_state, epochs_without_improvement = math.inf, None, 0
     bar = _progress(config.max_iter, config.verbose, "InfoCatVAE")
@@ -642,9 +765,7 @@ def train(module, X, X_val, config, optimizer=None, guide=None, guide_offset=0):
             total = torch.zeros((), device=device)
             for idx in _batches(n, config.batch_size, X.device):
                 guide_labels = _rows(guide, idx, device) if guide_weight > 0 else None
-                total += training_step(
-                    module, optimizer, _rows(X, idx, device), config, guide_labels, guide_weight
-                )
+                total += step(_rows(X, idx, device), guide_labels, guide_weight)
 
             epoch_loss = float(total) / n
             if not math.isfinite(epoch_loss):

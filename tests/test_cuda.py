@@ -102,3 +102,79 @@ def test_mixed_precision_training_keeps_the_float32_elbo():
     # score() is always computed in float32; the two fits differ by rounding
     # and by the random draws that rounding reorders, not systematically.
     assert abs(mixed.score(X) - full.score(X)) < 0.05 * abs(full.score(X))
+
+
+def _graphed_step(n_rows=128 * 9, guided=True):
+    from catvae_sklearn import _training
+    from catvae_sklearn._model import CategoricalVAE
+
+    torch.manual_seed(0)
+    module = CategoricalVAE(64, 10, 2, (64,), 3.0, "bernoulli").cuda()
+    optimizer = _training.adam(module.parameters(), 1e-3)
+    config = training_config(batch_size=128)
+    step = _training.step_function(module, optimizer, config, guided=guided)
+    assert isinstance(step, _training.GraphedTrainingStep)
+    X = torch.as_tensor(np.tile(digits()[0], (3, 1))[:n_rows], dtype=torch.float32, device="cuda")
+    guide = torch.randint(0, 10, (n_rows,), device="cuda")
+    return module, step, X, guide
+
+
+def test_graph_replays_train_the_weights_without_waiting_for_the_gpu():
+    from catvae_sklearn import _training
+
+    module, step, X, guide = _graphed_step()
+    batches = [(X[i : i + 128], guide[i : i + 128]) for i in range(0, X.shape[0], 128)]
+    losses = [step(xb, gb, 1.0) for xb, gb in batches[: _training._GRAPH_WARM_UP_STEPS + 1]]
+    assert step._graph is not None  # warm-up done, the last of those steps captured and replayed
+    before = [p.detach().clone() for p in module.parameters()]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses += [step(xb, gb, 0.5) for xb, gb in batches[_training._GRAPH_WARM_UP_STEPS + 1 :]]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    losses = torch.stack(losses).cpu().numpy()
+    assert np.isfinite(losses).all()
+    assert len(np.unique(losses)) == len(losses)  # each replay's own batch, not a stale output
+
+
+def test_graphed_and_eager_training_reach_the_same_elbo(monkeypatch):
+    from catvae_sklearn import _training
+
+    captures = []
+    original = _training.GraphedTrainingStep._capture
+
+    def recording_capture(self):
+        captures.append(original(self))
+        return captures[-1]
+
+    monkeypatch.setattr(_training.GraphedTrainingStep, "_capture", recording_capture)
+    X, _ = digits(400)
+    graphed = InfoCatVAE(n_clusters=5, device="cuda", **QUICK).fit(X)
+    assert captures and all(captures)
+    monkeypatch.setattr(_training, "_CUDA_GRAPHS", False)
+    eager = InfoCatVAE(n_clusters=5, device="cuda", **QUICK).fit(X)
+    # The two differ in their random draws, not systematically.
+    assert abs(graphed.score(X) - eager.score(X)) < 0.05 * abs(eager.score(X))
+
+
+def test_a_failed_capture_warns_and_trains_eagerly(monkeypatch):
+    from catvae_sklearn import _training
+
+    class FailingGraph:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(_training.torch.cuda, "graph", FailingGraph)
+    X, _ = digits(400)
+    with pytest.warns(RuntimeWarning, match="CUDA graph failed .*operation not permitted"):
+        model = InfoCatVAE(n_clusters=5, device="cuda", **QUICK).fit(X)
+    assert np.isfinite(model.loss_curve_).all()
+    assert model.n_iter_ >= 2
