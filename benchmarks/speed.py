@@ -43,6 +43,7 @@ import os
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -215,17 +216,22 @@ def ours_epoch_seconds(X, epochs, cfg, device, mode="exact", details=False):
         return _timed_training(X, epochs, cfg, device, mode, details)
 
 
+def _epoch_seconds(module, Xt, cfg, epochs, optimizer, mode="exact", guide=None):
+    """Seconds per epoch of ``epochs`` epochs of training, after one warm-up epoch."""
+    train(module, Xt, None, _config(cfg, 1, mode), optimizer, guide)
+    _sync(module.device)
+    start = time.perf_counter()
+    train(module, Xt, None, _config(cfg, epochs, mode), optimizer, guide)
+    _sync(module.device)
+    return (time.perf_counter() - start) / epochs
+
+
 def _timed_training(X, epochs, cfg, device, mode, details):
     module = _module(X, cfg, device)
     Xt = to_tensor(X, device)
     guide = _guide(X, cfg["K"], mode, device)
     optimizer = adam(module.parameters(), 1e-3)
-    train(module, Xt, None, _config(cfg, 1, mode), optimizer, guide)
-    _sync(device)
-    start = time.perf_counter()
-    train(module, Xt, None, _config(cfg, epochs, mode), optimizer, guide)
-    _sync(device)
-    seconds = (time.perf_counter() - start) / epochs
+    seconds = _epoch_seconds(module, Xt, cfg, epochs, optimizer, mode, guide)
     if not details:
         return seconds
     from torch.utils.flop_counter import FlopCounterMode
@@ -236,7 +242,7 @@ def _timed_training(X, epochs, cfg, device, mode, details):
     # gradient: it is counted with addmm's own formula.
     counter.flop_registry[torch.ops.aten.addmm_] = counter.flop_registry[torch.ops.aten.addmm]
     # Eager steps: a CUDA graph's replays dispatch nothing to count.
-    with counter, _OperationRecorder() as recorder, _cuda_graphs(False):
+    with counter, _OperationRecorder() as recorder, mock.patch.object(_training, "_CUDA_GRAPHS", False):
         train(module, Xt, None, _config(cfg, 1, mode), optimizer, guide)
     with torch.no_grad():
         resp = module.logits(Xt[:2000]).softmax(-1)
@@ -513,28 +519,10 @@ GPU_ROWS = {
 }
 
 
-@contextlib.contextmanager
-def _cuda_graphs(enabled):
-    original = _training._CUDA_GRAPHS
-    _training._CUDA_GRAPHS = enabled
-    try:
-        yield
-    finally:
-        _training._CUDA_GRAPHS = original
-
-
-@contextlib.contextmanager
-def _full_precision(enabled):
-    """Train without autocast while ``enabled``."""
-    if not enabled:
-        yield
-        return
-    original = _training.mixed_precision
-    _training.mixed_precision = lambda device: contextlib.nullcontext()
-    try:
-        yield
-    finally:
-        _training.mixed_precision = original
+def float32_training():
+    """Context in which training runs without autocast (``_training.mixed_precision``
+    patched to do nothing)."""
+    return mock.patch.object(_training, "mixed_precision", lambda device: contextlib.nullcontext())
 
 
 def _gpu_run(X, cfg, epochs, device, row, seed=0):
@@ -543,13 +531,10 @@ def _gpu_run(X, cfg, epochs, device, row, seed=0):
     module = _module(X, cfg, device, seed)
     Xt = to_tensor(X, "cpu" if row == "streamed" else device)
     optimizer = adam(module.parameters(), 1e-3)
-    with _full_precision(row.startswith("float32")), _cuda_graphs("eager" not in row):
-        train(module, Xt, None, _config(cfg, 1), optimizer)
-        _sync(device)
-        start = time.perf_counter()
-        train(module, Xt, None, _config(cfg, epochs), optimizer)
-        _sync(device)
-    return (time.perf_counter() - start) / epochs, module, Xt
+    precision = float32_training() if row.startswith("float32") else contextlib.nullcontext()
+    with precision, mock.patch.object(_training, "_CUDA_GRAPHS", "eager" not in row):
+        seconds = _epoch_seconds(module, Xt, cfg, epochs, optimizer)
+    return seconds, module, Xt
 
 
 def host_syncs_per_epoch(X, cfg, device):
