@@ -6,13 +6,18 @@ On the paper's MNIST set-up a CUDA epoch is set by dispatch, not arithmetic
 as long as the real one). This probe times the estimator's CUDA step
 (autograd, exact ELBO, information term on) four ways at each size:
 
-- eager, bfloat16 autocast (what the estimator does) and float32;
+- eager, bfloat16 autocast and float32;
 - the same step captured once in a CUDA graph and replayed for every batch,
   bfloat16 and float32: one launch per step instead of several hundred.
 
+Both are the estimator's own step (``_training.step_function``, with
+``_CUDA_GRAPHS`` off for eager). The committed results were measured with
+this script's earlier form, which captured the same autograd step through
+its own copy of PyTorch's recipe (three warm-ups on the first batch rather
+than on three batches), before the estimator had one.
+
 Each timing is 100 steps on batches already on the GPU, after 10 warm-up
-steps; medians of interleaved repeats. Nothing here changes how the
-estimator trains: it measures what a change would buy.
+steps; medians of interleaved repeats.
 
     python benchmarks/cuda_step_probe.py [--repeats 3]
 
@@ -24,13 +29,14 @@ import contextlib
 import os
 import sys
 import time
+from unittest import mock
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import header_markdown, markdown_table, write_result  # noqa: E402
-from speed import PAPER, _config, _module  # noqa: E402
+from speed import PAPER, _config, _module, _sync, float32_training  # noqa: E402
 
 from catvae_sklearn import _training  # noqa: E402
 
@@ -39,85 +45,28 @@ SIZES = [dict(hidden=(400,), batch=128), dict(hidden=(1024,), batch=512),
 N_FEATURES, STEPS, WARM_UP = 784, 100, 10
 
 
-@contextlib.contextmanager
-def precision(name):
-    """Train under ``name``: "bfloat16" autocast or "float32". Autocast's
-    weight cache is off, as graph capture requires, in both eager and graphed
-    runs so that they differ only in the replay."""
-    original = _training.mixed_precision
-    if name == "bfloat16":
-        _training.mixed_precision = lambda device: torch.autocast(
-            "cuda", dtype=torch.bfloat16, cache_enabled=False)
-    else:
-        _training.mixed_precision = lambda device: contextlib.nullcontext()
-    try:
-        yield
-    finally:
-        _training.mixed_precision = original
-
-
-def _step(module, optimizer, xb, config):
-    return _training._autograd_training_step(module, optimizer, xb, config, None, 0.0)
-
-
-def graphed(module, optimizer, example, config):
-    """The training step on batches shaped like ``example``, captured in a
-    CUDA graph (PyTorch's whole-network recipe): returns a function that
-    copies a batch in and replays it."""
-    static_x = example.clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):  # optimizer state and allocator pools exist before capture
-            _step(module, optimizer, static_x, config)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_loss = _step(module, optimizer, static_x, config)
-
-    def replay(xb):
-        static_x.copy_(xb)
-        graph.replay()
-        return static_loss
-
-    return replay
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def capturable_adam(params):
-    """Adam whose state lives on the GPU, so a graph can replay its step."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=1e-3, fused=True, capturable=True)
-    except (RuntimeError, ValueError):  # no fused kernel here
-        return torch.optim.Adam(params, lr=1e-3, capturable=True)
-
-
 def time_steps(size, mode, batches, seed=0):
     """Seconds per step and the mean negative ELBO per row of the last 20 steps."""
     cfg = {**PAPER, **size}
     device = batches[0].device
     X_dummy = np.zeros((1, N_FEATURES), dtype=np.float32)
     module = _module(X_dummy, cfg, device, seed)
-    optimizer = capturable_adam(module.parameters())
+    optimizer = _training.adam(module.parameters(), 1e-3)
     config = _config(cfg, 1)
     name, use_graph = mode
-    with precision(name):
-        step = (graphed(module, optimizer, batches[0], config) if use_graph
-                else lambda xb: _step(module, optimizer, xb, config))
+    precision = float32_training() if name == "float32" else contextlib.nullcontext()
+    with precision, mock.patch.object(_training, "_CUDA_GRAPHS", use_graph):
+        # The estimator's own step: warm-up and capture happen within WARM_UP.
+        step = _training.step_function(module, optimizer, config, guided=False)
         for xb in batches[:WARM_UP]:
-            step(xb)
+            step(xb, None, 0.0)
         _sync(device)
         start = time.perf_counter()
         losses = []
         for i, xb in enumerate(batches[WARM_UP:]):
-            loss = step(xb)
+            loss = step(xb, None, 0.0)  # a tensor of its own, also when replayed
             if i >= STEPS - 20:
-                losses.append(loss.clone())
+                losses.append(loss)
         _sync(device)
         seconds = (time.perf_counter() - start) / STEPS
     return seconds, float(torch.stack(losses).mean()) / batches[0].shape[0]
@@ -130,8 +79,8 @@ def flops_per_step(size, batches):
     module = _module(np.zeros((1, N_FEATURES), dtype=np.float32), cfg, batches[0].device)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
     counter = FlopCounterMode(display=False)
-    with precision("float32"), counter:
-        _step(module, optimizer, batches[0], _config(cfg, 1))
+    with float32_training(), counter:
+        _training._autograd_training_step(module, optimizer, batches[0], _config(cfg, 1), None, 0.0)
     return counter.get_total_flops()
 
 
