@@ -38,7 +38,10 @@ from catvae_sklearn.metrics import cluster_accuracy_score  # noqa: E402
 
 _PRECISIONS = {
     "float32": lambda device: contextlib.nullcontext(),
-    "bfloat16 autocast": lambda device: torch.autocast(device.type, dtype=torch.bfloat16),
+    # As _training.mixed_precision builds it on CUDA: without the weight
+    # cache, which a CUDA graph's capture cannot hold.
+    "bfloat16 autocast": lambda device: torch.autocast(
+        device.type, dtype=torch.bfloat16, cache_enabled=False),
 }
 
 
