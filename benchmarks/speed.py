@@ -539,7 +539,9 @@ def _gpu_run(X, cfg, epochs, device, row, seed=0):
 
 def host_syncs_per_epoch(X, cfg, device):
     """How often one epoch of the estimator's CUDA training makes the host
-    wait for the GPU, counted by torch's synchronisation debug mode."""
+    wait for the GPU, counted by torch's synchronisation debug mode. The
+    epoch is a ``train`` call of its own, so it includes the CUDA graph's
+    warm-up and capture, which a fit does once, in its first epoch."""
     import warnings
 
     module = _module(X, cfg, device)
@@ -594,7 +596,8 @@ def gpu_section(X, cfg, repeats, device, elbo_epochs=10):
         f"{elbo['float32, seed 1']:.2f} (difference {seed_gap:+.2f}), the spread that the "
         "random start alone makes",
         f"host synchronisations in one epoch of {steps} steps (torch.cuda sync debug mode): "
-        f"{syncs}",
+        f"{syncs}; a fit of one epoch, after a warm-up fit, so the graph's warm-up and "
+        "capture are in it",
     ]
     return ("## GPU training: where the data live, precision, synchronisation\n\n"
             + table + "\n\n" + "\n".join(f"- {n}" for n in notes))
