@@ -19,6 +19,9 @@ information term on) on the MNIST test set (10,000 x 784). In the same run:
   (each costs a few microseconds of overhead besides its work);
 - the fixed cost of those operations: the same default training on 8
   features through 4 units, whose arithmetic is next to nothing;
+- on the CPU, the time Adam's update takes inside the default epoch, inside
+  that fixed-cost run, and alone (the same updates back to back): a pass
+  over every weight that no arithmetic of the step's own can shorten;
 - on the CPU, the default epoch, the baseline and the matmuls again on one
   thread, and how much the other threads add to a 2048x2048 and to a
   batch-sized product;
@@ -203,35 +206,62 @@ def _gradient_for(mode):
         _training.training_step = hand_step
 
 
-def ours_epoch_seconds(X, epochs, cfg, device, mode="exact", details=False):
+def ours_epoch_seconds(X, epochs, cfg, device, mode="exact", details=False,
+                       optimizer_clock=None):
     """Seconds per epoch after one warm-up epoch (allocator, kernels, and the
     posterior sharpening that sparse decoding relies on).
 
     With ``details``, also returns the FLOPs of one further epoch, the mean
     number of clusters each row is decoded under, that epoch's matrix
     products (see :func:`products_seconds`), and the operations and matrix
-    products it dispatched per training step.
+    products it dispatched per training step. With an ``optimizer_clock``
+    list, appends the seconds per epoch spent in the optimizer's update
+    (see :func:`_clocked_updates`).
     """
     with _gradient_for(mode):
-        return _timed_training(X, epochs, cfg, device, mode, details)
+        return _timed_training(X, epochs, cfg, device, mode, details, optimizer_clock)
 
 
-def _epoch_seconds(module, Xt, cfg, epochs, optimizer, mode="exact", guide=None):
+@contextlib.contextmanager
+def _clocked_updates(optimizer, clock, epochs):
+    """Append to ``clock`` the seconds per epoch that ``optimizer.step``
+    takes over the ``epochs`` epochs of training run inside; with ``clock``
+    None, time nothing. For the CPU: there an operation has finished when
+    its call returns, so the time of the call is the time of the update."""
+    if clock is None:
+        yield
+        return
+    update, spent = optimizer.step, []
+
+    def timed_update(*args, **kwargs):
+        start = time.perf_counter()
+        result = update(*args, **kwargs)
+        spent.append(time.perf_counter() - start)
+        return result
+
+    with mock.patch.object(optimizer, "step", timed_update):
+        yield
+    clock.append(sum(spent) / epochs)
+
+
+def _epoch_seconds(module, Xt, cfg, epochs, optimizer, mode="exact", guide=None,
+                   optimizer_clock=None):
     """Seconds per epoch of ``epochs`` epochs of training, after one warm-up epoch."""
     train(module, Xt, None, _config(cfg, 1, mode), optimizer, guide)
     _sync(module.device)
     start = time.perf_counter()
-    train(module, Xt, None, _config(cfg, epochs, mode), optimizer, guide)
+    with _clocked_updates(optimizer, optimizer_clock, epochs):
+        train(module, Xt, None, _config(cfg, epochs, mode), optimizer, guide)
     _sync(module.device)
     return (time.perf_counter() - start) / epochs
 
 
-def _timed_training(X, epochs, cfg, device, mode, details):
+def _timed_training(X, epochs, cfg, device, mode, details, optimizer_clock=None):
     module = _module(X, cfg, device)
     Xt = to_tensor(X, device)
     guide = _guide(X, cfg["K"], mode, device)
     optimizer = adam(module.parameters(), 1e-3)
-    seconds = _epoch_seconds(module, Xt, cfg, epochs, optimizer, mode, guide)
+    seconds = _epoch_seconds(module, Xt, cfg, epochs, optimizer, mode, guide, optimizer_clock)
     if not details:
         return seconds
     from torch.utils.flop_counter import FlopCounterMode
@@ -260,14 +290,15 @@ def _timed_training(X, epochs, cfg, device, mode, details):
 TINY = dict(n_features=8, hidden=(4,))
 
 
-def fixed_cost_seconds(n_samples, epochs, cfg, device):
+def fixed_cost_seconds(n_samples, epochs, cfg, device, optimizer_clock=None):
     """Seconds per epoch of the estimator's default training on ``n_samples``
     rows of ``TINY["n_features"]`` features through ``TINY["hidden"]`` units,
     with ``cfg``'s K, delta and batch size: as many steps, each dispatching
     the same operations, with next to no arithmetic in them."""
     X = np.random.default_rng(0).uniform(size=(n_samples, TINY["n_features"]))
     tiny = {**cfg, "hidden": TINY["hidden"]}
-    return ours_epoch_seconds(X.astype(np.float32), epochs, tiny, device, "default")
+    return ours_epoch_seconds(X.astype(np.float32), epochs, tiny, device, "default",
+                              optimizer_clock=optimizer_clock)
 
 
 # The matrix products of a training step, and what they cost alone. Every
@@ -352,13 +383,15 @@ PRODUCTS_TITLE = ("matrix products of the default epoch alone: the ceiling, were
                   "other work free")
 
 
-def products_ceiling(flops, products_alone, peaks, epochs, fixed):
+def products_ceiling(flops, products_alone, peaks, epochs, fixed, updates=None):
     """The default epoch's products timed alone against the matmul reference.
 
     ``flops`` are the epoch's FLOPs; ``products_alone``, ``peaks``,
     ``epochs`` and ``fixed`` (:func:`fixed_cost_seconds`) hold one figure per
     repeat (seconds, GFLOP/s, seconds, seconds), so every share and
-    difference is taken within one repeat before the median.
+    difference is taken within one repeat before the median. ``updates``,
+    where given, maps "default" and "fixed cost" to the seconds per epoch
+    the optimizer's update took inside those epochs, per repeat.
     """
     seconds = float(np.median(products_alone))
     shares = [flops / t / 1e9 / p for t, p in zip(products_alone, peaks)]
@@ -370,7 +403,33 @@ def products_ceiling(flops, products_alone, peaks, epochs, fixed):
         share=float(np.median(shares)), shares=shares,
         other=float(np.median([e - t for e, t in zip(epochs, products_alone)])),
         budget=float(np.median(budgets)), fixed=float(np.median(fixed)),
+        update=None if not updates else float(np.median(updates["default"])),
+        update_fixed=None if not updates else float(np.median(updates["fixed cost"])),
+        # The update's own dispatch is part of the fixed cost already.
+        update_beyond_fixed=None if not updates else float(np.median(
+            [a - b for a, b in zip(updates["default"], updates["fixed cost"])])),
     )
+
+
+def update_alone_seconds(n_features, cfg, device, steps, repeats=50):
+    """Seconds ``steps`` updates of the default optimizer take back to back
+    on the paper model's parameters (random gradients), and the number of
+    parameters. With nothing between the updates to evict their operands
+    from cache, this is the update's own cost, to set beside the same
+    update timed inside an epoch."""
+    module = _module(np.zeros((1, n_features), np.float32), cfg, device)
+    for parameter in module.parameters():
+        parameter.grad = torch.randn_like(parameter) * 1e-3
+    optimizer = adam(module.parameters(), 1e-3)
+    for _ in range(5):
+        optimizer.step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        optimizer.step()
+    _sync(device)
+    return (time.perf_counter() - start) / repeats * steps, sum(
+        p.numel() for p in module.parameters())
 
 
 _TRAINING_MEMORY_CHILD = """
@@ -691,6 +750,9 @@ def cpu_target_lines(training_figures, rates, memory_mib, ceiling):
         f"at {TARGET_SHARE:.0%} the rest of the step may take {ceiling['budget']:.2f} s per "
         f"epoch and takes {ceiling['other']:.2f} s, of which {ceiling['fixed']:.2f} s is the "
         "fixed cost of its operations"
+        + ("" if ceiling.get("update_beyond_fixed") is None else
+           f" and {ceiling['update_beyond_fixed']:.2f} s Adam's update beyond its own part "
+           "of that fixed cost")
         + ("" if ceiling["share"] >= TARGET_SHARE else
            ": out of reach on this machine for any step made of these products"),
         f"predict >= 100,000 rows/s: {rates['predict']:,.0f}: "
@@ -728,21 +790,30 @@ def main(argv=None):
                   "products alone": [], "fixed cost": []}
     all_threads = {"matmul": [], "batch matmul": []}
     products_alone, fixed = [], []
+    # On the CPU the optimizer's update is timed inside the default epoch and
+    # the fixed-cost epoch, and alone.
+    updates = {"default": [], "fixed cost": [], "alone": []} if device.type == "cpu" else None
+    steps = math.ceil(X.shape[0] / PAPER["batch"])
     for repeat in range(args.repeats):  # interleaved, so drift hits every row alike
         # The reference is measured in every repeat too: a share computed from
         # one matmul timing and epochs timed minutes apart would carry the
         # machine's drift between the two.
         peaks.append(matmul_gflops(device))
         for mode in modes:
-            measured = ours_epoch_seconds(X, args.epochs, PAPER, device, mode, details=repeat == 0)
+            clock = updates["default"] if updates and mode == "default" else None
+            measured = ours_epoch_seconds(X, args.epochs, PAPER, device, mode,
+                                          details=repeat == 0, optimizer_clock=clock)
             if repeat == 0:
                 measured, details[mode] = measured[0], measured[1:]
             times[mode].append(measured)
         base.append(baseline_epoch_seconds(X, args.epochs, PAPER, device))
         default_products = details["default"][2]
         products_alone.append(products_seconds(default_products, device))
-        fixed.append(fixed_cost_seconds(X.shape[0], args.epochs, PAPER, device))
+        fixed.append(fixed_cost_seconds(X.shape[0], args.epochs, PAPER, device,
+                                        updates and updates["fixed cost"]))
         if device.type == "cpu":
+            alone, n_parameters = update_alone_seconds(X.shape[1], PAPER, device, steps)
+            updates["alone"].append(alone)
             # Back to back, so that both thread counts see the same machine.
             for reference, threads in ((all_threads, torch.get_num_threads()), (one_thread, 1)):
                 with torch_threads(threads):
@@ -782,7 +853,7 @@ def main(argv=None):
             f"{speedup:.2f}x",
         ])
     ceiling = products_ceiling(details["default"][0], products_alone, peaks, times["default"],
-                               fixed)
+                               fixed, updates)
     rows.append([PRODUCTS_TITLE, f"{ceiling['seconds']:.2f}", "", "", "",
                  f"{ceiling['flops'] / 1e9:.1f}", f"{ceiling['gflops']:.1f}",
                  f"{ceiling['share']:.0%}", ""])
@@ -822,6 +893,14 @@ def main(argv=None):
         + f"; the default epoch spends {ceiling['other']:.2f} s (median) on everything else"
     )
     notes.append(FIXED_COST_NOTE.format(seconds=ceiling["fixed"]))
+    if updates:
+        notes.append(
+            f"Adam's update (torch's fused kernel over {n_parameters:,} parameters: each "
+            "weight, its gradient and two moment estimates, float32), timed inside the "
+            f"default epoch: {ceiling['update']:.2f} s per epoch (median), against "
+            f"{ceiling['update_fixed']:.2f} s in the fixed-cost run; the same "
+            f"{steps} updates back to back with nothing between them: "
+            f"{np.median(updates['alone']):.2f} s")
     if "default, autograd" in times:
         ratios = [a / b for a, b in zip(times["default"], times["default, autograd"])]
         notes.append(
