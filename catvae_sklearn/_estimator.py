@@ -105,8 +105,8 @@ class InfoCatVAE(
         still moves away from them. A trained posterior is peaked, so this
         was about two clusters a sample on MNIST at K=10 and under four at
         K=50, where the exact ELBO costs every sample ``K`` decodes. On MNIST (paper
-        architecture, 2-core CPU, guided training) an epoch took 0.6 s
-        instead of 1.5 s at K=10 and 1.1 s instead of 8.9 s at K=50, with
+        architecture, 2-core CPU, guided training) an epoch took 0.7 s
+        instead of 1.7 s at K=10 and 1.3 s instead of 10.2 s at K=50, with
         the same accuracy on digits and MNIST. 0 computes every cluster: the
         exact gradient of the ELBO, as in the paper. ``"auto"`` is 0.01 on
         the CPU and 0 on CUDA and MPS, where choosing the clusters would
