@@ -1,6 +1,5 @@
 """The scikit-learn estimator :class:`InfoCatVAE`."""
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
