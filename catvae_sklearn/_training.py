@@ -10,6 +10,7 @@ is copied over from page-locked memory without blocking (see
 
 import contextlib
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -264,7 +265,7 @@ def prepare(module, X, config):
     # Constant data have zero total variance, so the PCA inside these starts
     # (ours and t-SNE's own initialisation) computes an explained-variance
     # ratio of 0/0. Only the projections are used, and they stay finite.
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"), _each_warning_once():
         if config.init_params == "autoencoder":
             embedding = torch.as_tensor(embed(data), device=data.device)
             return _kmeans_labels(embedding, module.n_clusters, config.seed)
@@ -274,6 +275,43 @@ def prepare(module, X, config):
         starts = {"spectral": spectral_assignments, "gmm": mixture_assignments}
         start = starts.get(config.init_params, _kmeans_labels)
         return start(data, module.n_clusters, config.seed)
+
+
+@contextlib.contextmanager
+def _each_warning_once():
+    """Pass on each distinct warning raised inside only once.
+
+    A start fits many k-means and mixtures (the mixture start twelve: four
+    covariance types, three inits each), and data with fewer distinct rows
+    than clusters made every one of them warn about duplicate points. Each
+    warning still goes through the caller's filters, from where it was
+    raised.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    passed_on = set()
+    for warning in caught:
+        key = (warning.category, str(warning.message))
+        if key not in passed_on:
+            passed_on.add(key)
+            warnings.warn_explicit(
+                warning.message,
+                warning.category,
+                warning.filename,
+                warning.lineno,
+                module=_module_name(warning.filename),
+            )
+
+
+def _module_name(filename):
+    """The imported module whose source is ``filename``, so that a filter
+    naming a module (``module="sklearn"``) still matches a warning passed on
+    by :func:`_each_warning_once`; None when no module has that file."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return None
 
 
 def _standardised(module, X):

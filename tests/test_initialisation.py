@@ -1,5 +1,7 @@
 """Where training starts: the t-SNE and mixture starts and the guide."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,29 @@ def test_every_start_fits_identical_rows_without_crash_or_runtime_warning(init_p
     model = InfoCatVAE(n_clusters=2, init_params=init_params, **QUICK).fit(X)
     assert np.all(np.isfinite(model.score_samples(X)))
     assert model.predict(X).shape == (shape[0],)
+
+
+def _duplicate_point_warnings(**filter_kwargs):
+    """The "fewer distinct points than clusters" warnings a mixture start
+    passes on for two distinct rows and three clusters, every warning shown
+    unless ``filter_kwargs`` name some to ignore."""
+    X = np.repeat(np.array([[0.0, 1.0, 2.0], [3.0, 1.0, 0.0]]), 20, axis=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if filter_kwargs:
+            warnings.filterwarnings("ignore", **filter_kwargs)
+        InfoCatVAE(n_clusters=3, init_params="gmm", **QUICK).fit(X)
+    return [w for w in caught if "distinct clusters" in str(w.message)]
+
+
+def test_a_start_passes_each_warning_on_once():
+    # The mixture start fits twelve k-means inits, each of which warned.
+    assert len(_duplicate_point_warnings()) == 1
+
+
+def test_warnings_from_a_start_still_obey_filters_on_their_module():
+    assert _duplicate_point_warnings(module="sklearn") == []
+    assert len(_duplicate_point_warnings(module="numpy")) == 1
 
 
 def test_guide_kept_on_keeps_the_starting_partition(monkeypatch):
