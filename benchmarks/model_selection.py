@@ -95,7 +95,7 @@ def main():
         "anisotropic (10-D, unequal sizes)",
         "nonlinear (3-D blobs -> random MLP -> 40-D)",
     ]
-    rows, picks_log = [], []
+    rows = []
     start = time.perf_counter()
     for name in generators:
         hits, picks = {}, {}

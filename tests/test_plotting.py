@@ -1,6 +1,5 @@
 """catvae_sklearn.plotting returns figures and checks its arguments."""
 
-import numpy as np
 import pytest
 
 from catvae_sklearn import InfoCatVAE
