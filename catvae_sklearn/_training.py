@@ -285,23 +285,25 @@ def _each_warning_once():
     covariance types, three inits each), and data with fewer distinct rows
     than clusters made every one of them warn about duplicate points. Each
     warning still goes through the caller's filters, from where it was
-    raised.
+    raised, also when the start then fails.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    passed_on = set()
-    for warning in caught:
-        key = (warning.category, str(warning.message))
-        if key not in passed_on:
-            passed_on.add(key)
-            warnings.warn_explicit(
-                warning.message,
-                warning.category,
-                warning.filename,
-                warning.lineno,
-                module=_module_name(warning.filename),
-            )
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        passed_on = set()
+        for warning in caught:
+            key = (warning.category, str(warning.message))
+            if key not in passed_on:
+                passed_on.add(key)
+                warnings.warn_explicit(
+                    warning.message,
+                    warning.category,
+                    warning.filename,
+                    warning.lineno,
+                    module=_module_name(warning.filename),
+                )
 
 
 def _module_name(filename):

@@ -106,6 +106,18 @@ def test_warnings_from_a_start_still_obey_filters_on_their_module():
     assert len(_duplicate_point_warnings(module="numpy")) == 1
 
 
+def test_warnings_from_a_start_that_fails_are_still_passed_on(monkeypatch):
+    def failing_start(data, n_clusters, seed):
+        warnings.warn("said before failing", UserWarning)
+        raise ValueError("the start failed")
+
+    monkeypatch.setattr(_training, "mixture_assignments", failing_start)
+    X, _ = blobs(n_samples=60, centers=3, n_features=4)
+    with pytest.warns(UserWarning, match="said before failing"):
+        with pytest.raises(ValueError, match="the start failed"):
+            InfoCatVAE(n_clusters=3, init_params="gmm", **QUICK).fit(X)
+
+
 def test_guide_kept_on_keeps_the_starting_partition(monkeypatch):
     X, _ = digits(500)
     starts = []
