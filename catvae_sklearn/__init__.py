@@ -4,8 +4,9 @@ After Pineau & Lelarge (2018), *InfoCatVAE: Representation Learning with
 Categorical Variational Autoencoders*, arXiv:1806.08240.
 """
 
+from ._device import DeviceWarning
 from ._estimator import InfoCatVAE
 
 __version__ = "0.1.0"
 
-__all__ = ["InfoCatVAE", "__version__"]
+__all__ = ["DeviceWarning", "InfoCatVAE", "__version__"]

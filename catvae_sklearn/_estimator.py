@@ -15,19 +15,19 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _persistence
-from ._device import resolve_device, seeded
-from ._model import BERNOULLI, GAUSSIAN, CategoricalVAE
-from ._training import (
-    TrainingConfig,
+from ._device import (
     data_device,
+    decode_threshold,
     fixed_noise,
     map_batches,
-    prepare,
-    resolve_init,
-    stream_guide,
+    restore_device,
+    resolve_device,
+    seeded,
     to_tensor,
-    train,
 )
+from ._model import BERNOULLI, GAUSSIAN, CategoricalVAE
+from ._starts import resolve_init
+from ._training import TrainingConfig, feature_scale, initial_guide, stream_guide, train
 
 # Rows per inference batch, chosen so one batch stays in a few hundred MiB
 # of working memory whatever the number of features.
@@ -400,12 +400,12 @@ class InfoCatVAE(
                 )
             X_val, X_train = X[order[:n_val]], X[order[n_val:]]
 
-        config = self._training_config(X_train.shape[0], self.max_iter, seed)
         if continuing:
             self._check_warm_start_compatible()
             device = self.module_.device
         else:
             device = self._initialise(X, seed)
+        config = self._training_config(X_train.shape[0], self.max_iter, seed, device)
         with seeded(seed, device):
             module = self.module_.train()
             # On a GPU too small for the data, they stay on the host and
@@ -413,7 +413,11 @@ class InfoCatVAE(
             float32_bytes = 4 * (X_train.size + (0 if X_val is None else X_val.size))
             home = data_device(float32_bytes, device)
             X_train_t = to_tensor(X_train, home)
-            guide = None if continuing else prepare(module, X_train_t, config)
+            guide = None
+            if not continuing:
+                self._set_data_scale(X_train_t)
+                start = resolve_init(self.init_params, self.n_features_in_)
+                guide = initial_guide(module, X_train_t, start, config)
             result, self._optimizer = train(
                 module,
                 X_train_t,
@@ -459,33 +463,31 @@ class InfoCatVAE(
             self._check_enough_samples(X.shape[0])
             seed = training_seed(check_random_state(self.random_state))
             device = self._initialise(X, seed)
-            self._stream_calls, self._stream_centres, self._stream_guided = 0, None, True
+            self._stream = _Stream(self.init_params != "random", seed)
         else:
             self._check_warm_start_compatible()
             device = self.module_.device
-        if getattr(self, "_stream_calls", None) is None:
+        if self._stream is None:
             # Continuing a model that fit() or load() produced: its start is
             # behind it, so no guide and no new data scaling.
-            self._stream_calls, self._stream_centres, self._stream_guided = 0, None, False
-        seed = (getattr(self, "_seed", 0) + self._stream_calls) % np.iinfo(np.int32).max
-        config = self._training_config(X.shape[0], 1, seed)
-        config.n_iter_no_change = 10**9
+            self._stream = _Stream(False, training_seed(check_random_state(self.random_state)))
+        stream = self._stream
+        seed = (stream.seed + stream.calls) % np.iinfo(np.int32).max
+        config = self._training_config(X.shape[0], 1, seed, device)
         with seeded(seed, device):
             module = self.module_.train()
             X_t = to_tensor(X, device)
+            if first:
+                self._set_data_scale(X_t)
             guide = None
-            if self._stream_guided and (
-                self.guide_iter is None or self._stream_calls < self.guide_iter
-            ):
-                guide, self._stream_centres = stream_guide(
-                    module, X_t, self._stream_centres, config
-                )
+            if stream.guided and (self.guide_iter is None or stream.calls < self.guide_iter):
+                guide, stream.centres = stream_guide(module, X_t, stream.centres, seed)
             result, self._optimizer = train(
                 module, X_t, None, config, optimizer=self._optimizer,
-                guide=guide, guide_offset=self._stream_calls,
+                guide=guide, guide_offset=stream.calls,
             )
         module.eval()
-        self._stream_calls += 1
+        stream.calls += 1
         self._record(result, continuing=not first)
         self.labels_ = self.predict(X)
         return self
@@ -496,6 +498,7 @@ class InfoCatVAE(
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Training data, as for :meth:`fit`.
         y : Ignored
 
         Returns
@@ -511,6 +514,8 @@ class InfoCatVAE(
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples, fitted or new; each row's probabilities depend on that
+            row alone.
 
         Returns
         -------
@@ -527,6 +532,7 @@ class InfoCatVAE(
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to assign, fitted or new.
 
         Returns
         -------
@@ -541,6 +547,8 @@ class InfoCatVAE(
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to embed; cluster ``c``'s block of coordinates is where
+            the samples of cluster ``c`` lie.
 
         Returns
         -------
@@ -697,12 +705,21 @@ class InfoCatVAE(
     def __setstate__(self, state):
         module_state = state.pop("_module_state", None)
         state.setdefault("_optimizer", None)
+        # Pickles of version 0.1.0 kept a stream's state in three attributes.
+        calls = state.pop("_stream_calls", None)
+        centres = state.pop("_stream_centres", None)
+        guided = state.pop("_stream_guided", False)
+        seed = state.pop("_seed", 0)
+        if "_stream" not in state:
+            state["_stream"] = None if calls is None else _Stream(guided, seed, calls, centres)
         super().__setstate__(state)
         if module_state is not None:
             self._restore_module(module_state, None)
 
     def _restore_module(self, module_state, device):
-        device = _persistence.placement_device(self.device if device is None else device)
+        """Build the network from ``module_state`` on ``device`` (None: the
+        model's own ``device``, or the CPU with a ``DeviceWarning``)."""
+        device = restore_device(device, self.device)
         module = CategoricalVAE(**self._module_config)
         module.load_state_dict(module_state)
         self.module_ = module.to(device).eval()
@@ -725,8 +742,7 @@ class InfoCatVAE(
         self.likelihood_ = self._resolve_likelihood(X)
         device = resolve_device(self.device)
         self._module_config = self._current_module_config(X.shape[1], hidden)
-        self._seed = seed
-        self._stream_calls = None
+        self._stream = None
         with seeded(seed, device):
             self.module_ = CategoricalVAE(**self._module_config).to(device)
         self.device_ = str(device)
@@ -766,7 +782,12 @@ class InfoCatVAE(
                 f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}."
             )
 
-    def _training_config(self, n_samples, max_iter, seed):
+    def _set_data_scale(self, X):
+        """Standardise real-valued data inside the network, from the tensor ``X``."""
+        if self.likelihood_ == GAUSSIAN:
+            self.module_.set_data_scale(*feature_scale(X))
+
+    def _training_config(self, n_samples, max_iter, seed, device):
         return TrainingConfig(
             batch_size=self._batch_size(n_samples),
             learning_rate=self.learning_rate_init,
@@ -775,12 +796,12 @@ class InfoCatVAE(
             n_iter_no_change=self.n_iter_no_change,
             info_weight=self.info_weight,
             balance_weight=self.balance_weight,
-            min_decode_proba=self.min_decode_proba,
+            min_decode_proba=decode_threshold(self.min_decode_proba, device),
             pretrain_iter=self.pretrain_iter,
-            init_params=resolve_init(self.init_params, self.n_features_in_),
             guide_iter=self.guide_iter,
             seed=seed,
             verbose=self.verbose,
+            cuda_graph=device.type == "cuda",
         )
 
     def _record(self, result, continuing):
@@ -866,6 +887,15 @@ class InfoCatVAE(
 
     def _decode_latent(self, Z):
         return self._apply(self.module_.decoded_mean, Z, self.module_.n_features)
+
+
+class _Stream:
+    """Where a stream of :meth:`InfoCatVAE.partial_fit` calls stands: whether
+    its chunks are guided, the seed its calls count on from, the calls so
+    far, and the k-means centres that guide them."""
+
+    def __init__(self, guided, seed, calls=0, centres=None):
+        self.guided, self.seed, self.calls, self.centres = guided, seed, calls, centres
 
 
 def training_seed(rng):

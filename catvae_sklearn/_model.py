@@ -1,7 +1,9 @@
 """The InfoCatVAE network and its objective, in plain PyTorch.
 
 Nothing here knows about scikit-learn: the estimator in ``_estimator.py``
-builds a :class:`CategoricalVAE`, and ``_training.py`` drives it.
+builds a :class:`CategoricalVAE`, and ``_training.py`` drives it. The
+training objective is :meth:`CategoricalVAE.training_loss`, written once:
+every training step, eager or replayed from a CUDA graph, calls it.
 
 Notation follows Pineau & Lelarge (2018), arXiv:1806.08240: ``K`` clusters,
 ``delta`` dimensions per cluster, latent dimension ``d = K * delta``.
@@ -20,6 +22,11 @@ GAUSSIAN = "gaussian"
 # makes the Gaussian density degenerate, which turns the loss into inf/NaN.
 _LOGVAR_MIN, _LOGVAR_MAX = -12.0, 8.0
 _LOG_2PI = math.log(2.0 * math.pi)
+
+# Weight of the guide's cross-entropy at full strength, in nats per sample:
+# large enough that q(c|x) takes the initial partition within the first
+# epochs against an ELBO of tens to hundreds of nats.
+GUIDE_SCALE = 10.0 * 2.3
 
 
 def _mlp(sizes):
@@ -199,6 +206,47 @@ class CategoricalVAE(nn.Module):
             "resp": resp,
         }
 
+    def training_loss(
+        self,
+        x,
+        *,
+        min_decode_proba=0.0,
+        info_weight=0.0,
+        info_per_cluster=1,
+        balance_weight=0.0,
+        guide_labels=None,
+        guide_weight=0.0,
+    ):
+        """The loss training minimises on the batch ``x``, and each row's negative ELBO.
+
+        The mean negative ELBO, plus ``info_weight`` times the information
+        term (:meth:`information_loss` on ``info_per_cluster`` draws per
+        cluster), plus ``balance_weight`` times ``KL(mean_batch q(c|x) ||
+        p(c))``, plus ``guide_weight`` times the cross-entropy of ``q(c|x)``
+        against ``guide_labels`` (scaled by :data:`GUIDE_SCALE`). With
+        ``min_decode_proba=0``, ``balance_weight=0`` and no guide this is the
+        paper's objective; ``info_weight=0`` makes it the plain CatVAE's.
+
+        ``guide_weight`` may be a tensor: a CUDA graph reads its weight from
+        device memory, so the labels, not a positive weight, switch the guide on.
+
+        Returns
+        -------
+        loss : scalar tensor
+        negative_elbo : tensor of shape (n,)
+        """
+        out = self.elbo(x, min_decode_proba=min_decode_proba)
+        negative_elbo = -out["elbo"]
+        loss = negative_elbo.mean()
+        if info_weight > 0:
+            loss = loss + info_weight * self.information_loss(info_per_cluster)
+        if balance_weight > 0:
+            loss = loss + balance_weight * _balance_penalty(out["resp"])
+        if guide_labels is not None:
+            guide = F.cross_entropy(out["logits"], guide_labels)
+            loss = loss + guide_weight * GUIDE_SCALE * guide
+        return loss, negative_elbo
+
     def _every_cluster_terms(self, x, h, noise):
         """``E_q(z|x,c) log p(x|z)`` and ``KL(q(z|x,c) || p(z|c))``, each (n, K)."""
         mean, logvar = self._every_cluster_head(h)
@@ -349,6 +397,12 @@ def _spread_over_clusters(values, rows, clusters, like, worst):
         0, rows, values.detach(), reduce=worst
     )
     return fill.unsqueeze(1).expand_as(like).index_put((rows, clusters), values)
+
+
+def _balance_penalty(resp):
+    """KL(mean_batch q(c|x) || uniform): zero when clusters are used equally."""
+    mean_resp = resp.mean(0).clamp_min(1e-12)
+    return (mean_resp * torch.log(mean_resp * resp.shape[1])).sum()
 
 
 def _standard_normal_log_prob(eps):

@@ -20,7 +20,6 @@ import zipfile
 import numpy as np
 import torch
 
-from ._device import resolve_device
 
 FORMAT_NAME = "catvae_sklearn.InfoCatVAE"
 FORMAT_VERSION = 1
@@ -30,14 +29,6 @@ _WEIGHTS = "weights.pt"
 
 def cpu_state_dict(module):
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-
-def placement_device(device):
-    """The device a restored model goes to: ``device`` if usable, else the CPU."""
-    try:
-        return resolve_device(device)
-    except ValueError:
-        return torch.device("cpu")
 
 
 def _json_params(estimator):
@@ -141,6 +132,7 @@ def load(cls, path, device=None):
     if "feature_names_in_" in fitted:
         estimator.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
     estimator._optimizer = None
+    estimator._stream = None
     estimator._restore_module(payload["state_dict"], device)
     estimator.labels_ = payload["labels"].numpy()
     estimator.cluster_centers_ = estimator._decode_latent(

@@ -36,7 +36,7 @@ def training_config(**overrides):
     settings = dict(
         batch_size=32, learning_rate=1e-3, max_iter=1, tol=0.0, n_iter_no_change=1,
         info_weight=10.0, balance_weight=1.0, min_decode_proba=0.0, pretrain_iter=0,
-        init_params="random", guide_iter=None, seed=0,
+        guide_iter=None, seed=0,
     )
     settings.update(overrides)
     return TrainingConfig(**settings)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from catvae_sklearn import InfoCatVAE
-from catvae_sklearn import _training
+from catvae_sklearn import _device, _training
 from catvae_sklearn._model import CategoricalVAE
 
 from ._helpers import QUICK, digits, training_config
@@ -25,19 +25,19 @@ def test_data_stay_on_a_gpu_only_when_they_fit_in_half_its_free_memory(
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_bytes, 80 * GiB))
     gpu = torch.device("cuda")
     expected = gpu if on_device else torch.device("cpu")
-    assert _training.data_device(n_bytes, gpu) == expected
+    assert _device.data_device(n_bytes, gpu) == expected
 
 
 @pytest.mark.parametrize("device", ["cpu", "mps"])
 def test_cpu_and_mps_always_hold_the_training_data(device):
-    assert _training.data_device(10**15, torch.device(device)) == torch.device(device)
+    assert _device.data_device(10**15, torch.device(device)) == torch.device(device)
 
 
 def test_auto_decode_threshold_is_sparse_on_cpu_and_exact_on_accelerators():
-    assert _training.decode_threshold("auto", torch.device("cpu")) == 0.01
-    assert _training.decode_threshold("auto", torch.device("cuda")) == 0.0
-    assert _training.decode_threshold("auto", torch.device("mps")) == 0.0
-    assert _training.decode_threshold(0.2, torch.device("cuda")) == 0.2
+    assert _device.decode_threshold("auto", torch.device("cpu")) == 0.01
+    assert _device.decode_threshold("auto", torch.device("cuda")) == 0.0
+    assert _device.decode_threshold("auto", torch.device("mps")) == 0.0
+    assert _device.decode_threshold(0.2, torch.device("cuda")) == 0.2
 
 
 def test_default_fit_on_cpu_is_the_fit_with_min_decode_proba_001():
@@ -49,7 +49,7 @@ def test_default_fit_on_cpu_is_the_fit_with_min_decode_proba_001():
 
 
 def test_cpu_training_runs_in_float32():
-    with _training.mixed_precision(torch.device("cpu")):
+    with _device.mixed_precision(torch.device("cpu")):
         assert not torch.is_autocast_enabled("cpu")
 
 
@@ -73,7 +73,7 @@ def test_training_step_returns_the_batch_loss_without_reading_it():
     torch.manual_seed(0)
     module = CategoricalVAE(64, 4, 2, (32,), 3.0, "bernoulli")
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    config = training_config(batch_size=50, info_weight=1.0, min_decode_proba="auto")
+    config = training_config(batch_size=50, info_weight=1.0, min_decode_proba=0.01)
     x = torch.as_tensor(digits(50)[0], dtype=torch.float32)
     before = [p.detach().clone() for p in module.parameters()]
     total = _training.training_step(

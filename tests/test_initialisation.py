@@ -10,30 +10,30 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 
 from catvae_sklearn import InfoCatVAE
-from catvae_sklearn import _training
+from catvae_sklearn import _starts, _training
 from catvae_sklearn.metrics import latent_silhouette_scorer
 
 from ._helpers import QUICK, blobs, digits, training_config
 
 
 def test_auto_start_is_tsne_for_wide_data_and_a_mixture_for_narrow_data():
-    assert _training.resolve_init("auto", 64) == "tsne"
-    assert _training.resolve_init("auto", 13) == "gmm"
-    assert _training.resolve_init("kmeans", 64) == "kmeans"
+    assert _starts.resolve_init("auto", 64) == "tsne"
+    assert _starts.resolve_init("auto", 13) == "gmm"
+    assert _starts.resolve_init("kmeans", 64) == "kmeans"
 
 
 def test_tsne_start_on_a_subsample_labels_every_row(monkeypatch):
-    monkeypatch.setattr(_training, "_TSNE_MAX_ROWS", 150)
+    monkeypatch.setattr(_starts, "_TSNE_MAX_ROWS", 150)
     X, y = blobs(n_samples=400, centers=3, n_features=8)
     embedded = []
 
     def embed(rows):
         embedded.append(len(rows))
-        return rows[:, :2].numpy()
+        return rows[:, :2]
 
-    labels = _training.tsne_assignments(torch.as_tensor(X, dtype=torch.float32), 3, 0, embed)
+    labels = _starts.tsne_start(X.astype(np.float32), 3, 0, embed)
     assert labels.shape == (400,)
-    assert adjusted_rand_score(y, labels.numpy()) >= 0.95
+    assert adjusted_rand_score(y, labels) >= 0.95
     # The autoencoder, like t-SNE, sees only the subsample.
     assert embedded == [150]
 
@@ -42,9 +42,9 @@ def test_tsne_start_separates_digit_classes_better_than_kmeans():
     from sklearn.cluster import KMeans
 
     X, y = digits(600)
-    tsne = _training.tsne_assignments(torch.as_tensor(X, dtype=torch.float32), 10, seed=0)
+    tsne = _starts.tsne_start(X.astype(np.float32), 10, seed=0)
     kmeans = KMeans(10, n_init=4, random_state=0).fit_predict(X)
-    assert adjusted_rand_score(y, tsne.numpy()) > adjusted_rand_score(y, kmeans) + 0.05
+    assert adjusted_rand_score(y, tsne) > adjusted_rand_score(y, kmeans) + 0.05
 
 
 def test_map_start_keeps_the_fit_that_cuts_fewest_edges_among_nearly_likeliest():
@@ -53,21 +53,21 @@ def test_map_start_keeps_the_fit_that_cuts_fewest_edges_among_nearly_likeliest()
     finds_the_islands = (-8.4004, 0.008, "islands")
     unlikely = (-8.4100, 0.002, "unlikely")
     fits = [splits_an_island, finds_the_islands, unlikely]
-    assert _training.chosen_map_fit(fits) is finds_the_islands
+    assert _starts.chosen_map_fit(fits) is finds_the_islands
     # An equal cut goes to the likelier fit.
-    assert _training.chosen_map_fit([finds_the_islands, (-8.3991, 0.008, "")])[0] == -8.3991
+    assert _starts.chosen_map_fit([finds_the_islands, (-8.3991, 0.008, "")])[0] == -8.3991
 
 
 def test_map_mixture_labels_every_point_and_survives_duplicated_points():
     islands = np.repeat(np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]), 20, axis=0)
-    labels = _training.map_mixture_labels(islands, 3, seed=0)
+    labels = _starts.map_mixture_labels(islands, 3, seed=0)
     assert adjusted_rand_score(np.repeat(np.arange(3), 20), labels) == 1.0
 
 
 def test_mixture_start_survives_duplicated_points():
     X = np.repeat(np.arange(4.0)[:, None], 10, axis=0) @ np.ones((1, 3))
-    labels = _training.mixture_assignments(torch.as_tensor(X, dtype=torch.float32), 4, seed=0)
-    assert len(np.unique(labels.numpy())) == 4
+    labels = _starts.mixture_start(X.astype(np.float32), 4, seed=0)
+    assert len(np.unique(labels)) == 4
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -107,11 +107,11 @@ def test_warnings_from_a_start_still_obey_filters_on_their_module():
 
 
 def test_warnings_from_a_start_that_fails_are_still_passed_on(monkeypatch):
-    def failing_start(data, n_clusters, seed):
+    def failing_start(data, n_clusters, seed, embed=None):
         warnings.warn("said before failing", UserWarning)
         raise ValueError("the start failed")
 
-    monkeypatch.setattr(_training, "mixture_assignments", failing_start)
+    monkeypatch.setitem(_starts.STARTS, "gmm", failing_start)
     X, _ = blobs(n_samples=60, centers=3, n_features=4)
     with pytest.warns(UserWarning, match="said before failing"):
         with pytest.raises(ValueError, match="the start failed"):
@@ -121,14 +121,14 @@ def test_warnings_from_a_start_that_fails_are_still_passed_on(monkeypatch):
 def test_guide_kept_on_keeps_the_starting_partition(monkeypatch):
     X, _ = digits(500)
     starts = []
-    tsne_assignments = _training.tsne_assignments
+    tsne_start = _starts.STARTS["tsne"]
 
     def recorded(*args, **kwargs):
-        labels = tsne_assignments(*args, **kwargs)
-        starts.append(labels.cpu().numpy())
+        labels = tsne_start(*args, **kwargs)
+        starts.append(labels)
         return labels
 
-    monkeypatch.setattr(_training, "tsne_assignments", recorded)
+    monkeypatch.setitem(_starts.STARTS, "tsne", recorded)
     on = InfoCatVAE(8, guide_iter=None, **QUICK).fit(X)
     off = InfoCatVAE(8, guide_iter=3, **QUICK).fit(X)
     # Same seed, same start: the two fits differ only in the guide.
@@ -183,7 +183,7 @@ def test_autoencoder_embedding_is_trained_and_reproducible(likelihood):
     X, y = digits(400)
     if likelihood == "gaussian":
         X = StandardScaler().fit_transform(X)
-    data = torch.as_tensor(X, dtype=torch.float32)
+    data = X.astype(np.float32)
     torch.manual_seed(0)
     trained = training_config(pretrain_iter=20)
     first = _training.learned_embedding(data, likelihood, torch.device("cpu"), trained)
@@ -209,13 +209,13 @@ def test_autoencoder_embedding_is_trained_and_reproducible(likelihood):
 def test_tsne_features_weigh_components_and_embedding_equally():
     rng = np.random.RandomState(0)
     values = rng.normal(5.0, 30.0, size=(200, 50))
-    data = torch.as_tensor(rng.uniform(size=(200, 64)), dtype=torch.float32)
-    features = _training.tsne_features(values, data, embed=lambda rows: 1e-3 * rows[:, :10].numpy())
+    data = rng.uniform(size=(200, 64)).astype(np.float32)
+    features = _starts.tsne_features(values, data, embed=lambda rows: 1e-3 * rows[:, :10])
     assert features.shape == (200, 60)
     for block in (features[:, :50], features[:, 50:]):
         np.testing.assert_allclose(block.mean(0), 0.0, atol=1e-6)
         assert (block**2).sum(1).mean() == pytest.approx(1.0)
-    assert _training.tsne_features(values) is values
+    assert _starts.tsne_features(values) is values
 
 
 @pytest.mark.parametrize("pretrain_iter", [0, 3])

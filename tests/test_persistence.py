@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import warnings
 import zipfile
 
 import joblib
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import catvae_sklearn
-from catvae_sklearn import InfoCatVAE
+from catvae_sklearn import DeviceWarning, InfoCatVAE
 
 from ._helpers import QUICK, digits
 
@@ -146,7 +147,7 @@ def test_newer_format_is_refused_with_upgrade_hint(model_and_data, tmp_path):
         InfoCatVAE.load(path)
 
 
-def test_model_recorded_on_an_absent_device_loads_on_cpu(model_and_data, tmp_path):
+def test_model_recorded_on_an_absent_device_loads_on_cpu_with_a_warning(model_and_data, tmp_path):
     import torch
 
     if torch.cuda.is_available():
@@ -156,11 +157,20 @@ def test_model_recorded_on_an_absent_device_loads_on_cpu(model_and_data, tmp_pat
     gpu_model = pickle.loads(pickle.dumps(model))
     gpu_model.device = "cuda"
     gpu_model.device_ = "cuda"
-    restored = pickle.loads(pickle.dumps(gpu_model))
+    with pytest.warns(DeviceWarning, match="device='cuda'.*placed on the CPU"):
+        restored = pickle.loads(pickle.dumps(gpu_model))
     assert restored.device_ == "cpu"
     np.testing.assert_array_equal(restored.predict(X), model.predict(X))
     gpu_model.save(tmp_path / "m")
-    assert InfoCatVAE.load(tmp_path / "m").device_ == "cpu"
+    with pytest.warns(DeviceWarning):
+        assert InfoCatVAE.load(tmp_path / "m").device_ == "cpu"
+    # Asked for explicitly, the CPU is no fallback and needs no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert InfoCatVAE.load(tmp_path / "m", device="cpu").device_ == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            InfoCatVAE.load(tmp_path / "m", device="cuda")
 
 
 def test_unfitted_model_cannot_be_saved(tmp_path):

@@ -1,0 +1,272 @@
+"""Where training starts: an initial partition of the training data.
+
+Each start is a function ``start(data, n_clusters, seed, embed)`` registered
+in :data:`STARTS` under its ``init_params`` name. ``data`` is the training
+data as the encoder sees it (standardised for a Gaussian likelihood), a
+float32 numpy array; ``embed`` maps rows of ``data`` to the embedding of an
+autoencoder trained on them, or is None when none is learned
+(``pretrain_iter=0``). A start returns one label per row. Nothing here
+knows about torch: the training module builds ``embed`` and turns the
+labels into the guide that q(c|x) is steered towards.
+"""
+
+import contextlib
+import warnings
+
+import numpy as np
+from sklearn.cluster import KMeans, SpectralClustering
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.metrics import pairwise_distances_argmin
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+# Past this many features a full-covariance mixture has too many parameters
+# and Euclidean distances concentrate: ``init_params="auto"`` switches from
+# a mixture on the data to a mixture on a t-SNE map.
+_AUTO_TSNE_MIN_FEATURES = 50
+
+# t-SNE costs O(n log n) with a large constant: past this many rows it runs on
+# a random subsample and the other rows take their nearest neighbour's label.
+_TSNE_MAX_ROWS = 20_000
+
+# Mixture fits on the t-SNE map, and how they are judged; see chosen_map_fit.
+_MAP_MIXTURE_INITS = 10
+_MAP_NEIGHBOURS = 10
+_MAP_LOG_LIKELIHOOD_TOLERANCE = 0.002
+
+# A full covariance per cluster has d(d+1)/2 parameters, more than small
+# tabular data can pin down, so the mixture start lets BIC choose among these.
+_DATA_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+def resolve_init(init_params, n_features):
+    """The start ``init_params="auto"`` stands for, given the data's width."""
+    if init_params != "auto":
+        return init_params
+    return "tsne" if n_features > _AUTO_TSNE_MIN_FEATURES else "gmm"
+
+
+def initial_labels(init_params, data, n_clusters, seed, embed=None):
+    """Labels of the start named ``init_params`` (not ``"auto"``) for ``data``."""
+    start = STARTS[init_params]
+    # Constant data have zero total variance, so the PCA inside these starts
+    # (ours and t-SNE's own initialisation) computes an explained-variance
+    # ratio of 0/0. Only the projections are used, and they stay finite.
+    with np.errstate(divide="ignore", invalid="ignore"), _each_warning_once():
+        return np.asarray(start(data, n_clusters, seed, embed), dtype=np.int64)
+
+
+@contextlib.contextmanager
+def _each_warning_once():
+    """Show each distinct warning raised inside at most once.
+
+    A start fits many k-means and mixtures (the mixture start twelve: four
+    covariance types, three inits each), and data with fewer distinct rows
+    than clusters made every one of them warn about duplicate points. The
+    caller's filters still decide, at the point each warning is raised,
+    whether it is shown, ignored or raised: only what would be shown again
+    is dropped.
+    """
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+        shown = set()
+
+        def show_once(message, category, *args, **kwargs):
+            key = (category, str(message))
+            if key not in shown:
+                shown.add(key)
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = show_once
+        yield
+
+
+# ------------------------------------------------------------------ starts
+def _kmeans(n_clusters, seed):
+    """The k-means that the starts use, and fall back on where a mixture fails."""
+    return KMeans(n_clusters=n_clusters, n_init=4, random_state=seed)
+
+
+def kmeans_start(data, n_clusters, seed, embed=None):
+    """k-means on the data."""
+    return _kmeans(n_clusters, seed).fit_predict(data)
+
+
+def autoencoder_start(data, n_clusters, seed, embed=None):
+    """k-means on the autoencoder's embedding (on the data without one)."""
+    return kmeans_start(data if embed is None else embed(data), n_clusters, seed)
+
+
+def spectral_start(data, n_clusters, seed, embed=None):
+    """Spectral clustering of a 10-nearest-neighbour graph of ``data``.
+
+    Follows the data's manifold where k-means only sees convex blobs. PCA
+    to at most 50 dimensions first keeps the neighbour search cheap.
+    """
+    values = _principal_components(data, seed)
+    spectral = SpectralClustering(
+        n_clusters,
+        affinity="nearest_neighbors",
+        n_neighbors=min(10, values.shape[0] - 1),
+        assign_labels="cluster_qr",
+        random_state=seed,
+    )
+    with warnings.catch_warnings():
+        # A k-NN graph of well-separated clusters is often disconnected: that
+        # is the easy case for spectral clustering, not a problem.
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        return spectral.fit_predict(values)
+
+
+def mixture_start(data, n_clusters, seed, embed=None):
+    """The Gaussian mixture of ``data`` (PCA to <= 50) whose covariance
+    structure (full, tied, diagonal or spherical) has the lowest BIC."""
+    values = _principal_components(data, seed)
+    best, best_bic = None, np.inf
+    for covariance_type in _DATA_COVARIANCE_TYPES:
+        mixture = GaussianMixture(
+            n_clusters, covariance_type=covariance_type, n_init=3, random_state=seed
+        )
+        try:
+            mixture.fit(values)
+        except ValueError:
+            # A component collapsed onto duplicated points (its covariance
+            # is singular even after regularisation).
+            continue
+        bic = mixture.bic(values)
+        if bic < best_bic:
+            best, best_bic = mixture, bic
+    if best is None:  # k-means has no covariances to collapse
+        return kmeans_start(values, n_clusters, seed)
+    return best.predict(values)
+
+
+def tsne_start(data, n_clusters, seed, embed=None):
+    """Gaussian-mixture clusters of a 2-D t-SNE map of ``data``.
+
+    t-SNE keeps each point's neighbourhood, so the classes of image data
+    come out as separate islands of arbitrary shape, which a mixture on the
+    map separates where k-means on the raw pixels cannot. The map is made
+    of the principal components joined by ``embed``'s embedding, when there
+    is one (see :func:`tsne_features`).
+    """
+    values = _principal_components(data, seed)
+    if not _has_spread(values):
+        # scikit-learn's Barnes-Hut t-SNE crashes the interpreter
+        # (segmentation fault) when every point is the same.
+        return kmeans_start(data, n_clusters, seed)
+    n_samples = values.shape[0]
+    subset = np.arange(n_samples)
+    if n_samples > _TSNE_MAX_ROWS:
+        rng = np.random.default_rng(seed)
+        subset = np.sort(rng.choice(n_samples, _TSNE_MAX_ROWS, replace=False))
+    embedding = tsne_map(tsne_features(values[subset], data[subset], embed), seed)
+    labels = map_mixture_labels(embedding, n_clusters, seed)
+    if len(subset) < n_samples:
+        labels = KNeighborsClassifier(1).fit(values[subset], labels).predict(values)
+    return labels
+
+
+STARTS = {
+    "tsne": tsne_start,
+    "gmm": mixture_start,
+    "kmeans": kmeans_start,
+    "spectral": spectral_start,
+    "autoencoder": autoencoder_start,
+}
+
+
+# ------------------------------------------------------------- a stream
+def kmeans_centres(data, n_clusters, seed):
+    """k-means labels and centres of ``data``: the start of a stream."""
+    kmeans = _kmeans(n_clusters, seed).fit(data)
+    return kmeans.labels_, kmeans.cluster_centers_
+
+
+def nearest_centres(data, centres):
+    """Index of the nearest of ``centres`` to each row of ``data``."""
+    return pairwise_distances_argmin(data, centres)
+
+
+# -------------------------------------------------------------- helpers
+def _principal_components(values, seed, max_components=50):
+    if values.shape[1] <= max_components:
+        return values
+    n_components = min(max_components, values.shape[0])
+    return PCA(n_components, random_state=seed).fit_transform(values)
+
+
+def _has_spread(values):
+    """Whether the rows of ``values`` differ by more than float32 round-off."""
+    return float(values.std(0).max()) > 1e-6 * (1.0 + float(np.abs(values).max()))
+
+
+def tsne_map(values, seed):
+    """The 2-D t-SNE map of ``values`` that the ``"tsne"`` start clusters."""
+    return TSNE(
+        2,
+        perplexity=min(30.0, (len(values) - 1) / 3.0),
+        init="pca",
+        max_iter=500,
+        random_state=seed,
+    ).fit_transform(values)
+
+
+def tsne_features(values, data=None, embed=None):
+    """What the ``"tsne"`` start maps: principal components ``values``,
+    joined by ``embed(data)`` when an embedding is learned.
+
+    Each block is centred and scaled to a mean squared norm of 1, so both
+    weigh equally in t-SNE's distances.
+    """
+    if embed is None:
+        return values
+    return np.hstack([_unit_mean_square(values), _unit_mean_square(embed(data))])
+
+
+def _unit_mean_square(values):
+    centred = values - values.mean(0)
+    norm = np.sqrt((centred**2).sum(1).mean())
+    return centred / max(float(norm), np.finfo(np.float32).tiny)
+
+
+def map_mixture_labels(embedding, n_clusters, seed):
+    """Gaussian-mixture clusters of a t-SNE map; see :func:`chosen_map_fit`."""
+    fits = map_mixture_fits(embedding, n_clusters, seed)
+    if not fits:
+        return kmeans_start(embedding, n_clusters, seed)
+    return chosen_map_fit(fits)[2]
+
+
+def map_mixture_fits(embedding, n_clusters, seed):
+    """``_MAP_MIXTURE_INITS`` mixture fits of a map, as ``(log-likelihood per
+    point, share of the map's nearest-neighbour edges cut, labels)``."""
+    neighbours = NearestNeighbors(n_neighbors=min(_MAP_NEIGHBOURS + 1, len(embedding)))
+    edges = neighbours.fit(embedding).kneighbors(embedding, return_distance=False)[:, 1:]
+    rng = np.random.RandomState(seed)
+    fits = []
+    for _ in range(_MAP_MIXTURE_INITS):
+        mixture = GaussianMixture(n_clusters, random_state=rng.randint(np.iinfo(np.int32).max))
+        try:
+            labels = mixture.fit(embedding).predict(embedding)
+        except ValueError:  # a component collapsed onto duplicated points
+            continue
+        cut = (labels[edges] != labels[:, None]).mean()
+        fits.append((mixture.score(embedding), cut, labels))
+    return fits
+
+
+def chosen_map_fit(fits, tolerance=_MAP_LOG_LIKELIHOOD_TOLERANCE):
+    """The fit the start keeps, of those :func:`map_mixture_fits` returns.
+
+    t-SNE draws classes as islands, and a mixture can split a long island
+    and merge two others at nearly the same likelihood. So the fits within
+    ``tolerance`` nats per point of the likeliest are candidates, and the
+    one whose clusters cut fewest of the map's nearest-neighbour edges wins
+    (ties to the likelier). A looser tolerance trades likelihood for cut
+    edges too freely.
+    """
+    likeliest = max(log_likelihood for log_likelihood, _, _ in fits)
+    candidates = [fit for fit in fits if fit[0] >= likeliest - tolerance]
+    return min(candidates, key=lambda fit: (fit[1], -fit[0]))
