@@ -107,8 +107,7 @@ def plot_traversals(estimator, n_steps=8, max_scale=None, image_shape=None, mode
     fig : matplotlib.figure.Figure
     """
     check_is_fitted(estimator)
-    if mode not in ("radial", "interpolate"):
-        raise ValueError(f"mode must be 'radial' or 'interpolate', got {mode!r}.")
+    _check_option("mode", mode, ("radial", "interpolate"))
     image_shape = _check_image_shape(estimator, image_shape)
     means = estimator.module_.prior_means.cpu().numpy()
     K = estimator.n_clusters
@@ -166,8 +165,7 @@ def plot_latent(estimator, X, y=None, method="pca", random_state=0):
     from sklearn.manifold import TSNE
 
     check_is_fitted(estimator)
-    if method not in ("pca", "tsne"):
-        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}.")
+    _check_option("method", method, ("pca", "tsne"))
     Z = np.asarray(estimator.transform(X))
     colours = estimator.predict(X) if y is None else np.asarray(y)
     if method == "pca":
@@ -201,3 +199,9 @@ def plot_loss_curve(estimator):
     ax.set_ylabel("nats per sample")
     ax.legend()
     return fig
+
+
+def _check_option(name, value, options):
+    if value not in options:
+        choices = " or ".join(repr(option) for option in options)
+        raise ValueError(f"{name} must be {choices}, got {value!r}.")
