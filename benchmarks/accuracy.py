@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import DEFAULT_MNIST_DIR, header_markdown, markdown_table, write_result  # noqa: E402
 
 from catvae_sklearn import InfoCatVAE  # noqa: E402
-from catvae_sklearn._training import resolve_init  # noqa: E402
+from catvae_sklearn._starts import resolve_init  # noqa: E402
 from catvae_sklearn.datasets import load_mnist_idx  # noqa: E402
 from catvae_sklearn.metrics import cluster_accuracy_score  # noqa: E402
 
