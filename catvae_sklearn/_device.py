@@ -196,12 +196,14 @@ def _moved(batch, device):
     return batch.to(device, non_blocking=True)
 
 
-def map_batches(fn, X, device, batch_size):
+def map_batches(fn, X, device, batch_size, pad=False):
     """``fn`` (tensor -> tensor, or a tuple of them) over the rows of ``X``.
 
     ``X`` is a numpy array or a tensor on any device; ``batch_size`` rows at a
-    time go to ``device``, so memory beyond the outputs stays bounded. The
-    results come back as numpy arrays, concatenated along the first axis.
+    time go to ``device``, so memory beyond the outputs stays bounded. With
+    ``pad``, a last, shorter batch is padded with zero rows, so that ``fn``
+    sees every row in a batch of the same shape. The results come back as
+    numpy arrays, concatenated along the first axis.
     """
     n = X.shape[0]
     outputs, result = None, None
@@ -209,6 +211,8 @@ def map_batches(fn, X, device, batch_size):
         for start in range(0, n, batch_size):
             batch = X[start : start + batch_size]
             batch = _moved(batch, device) if torch.is_tensor(batch) else to_tensor(batch, device)
+            if pad and batch.shape[0] < batch_size:
+                batch = torch.cat([batch, batch.new_zeros((batch_size - batch.shape[0],) + batch.shape[1:])])
             result = fn(batch)
             parts = result if isinstance(result, tuple) else (result,)
             if outputs is None:

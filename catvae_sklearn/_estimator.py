@@ -32,6 +32,12 @@ from ._training import TrainingConfig, feature_scale, initial_guide, stream_guid
 # Rows per inference batch, chosen so one batch stays in a few hundred MiB
 # of working memory whatever the number of features.
 _INFERENCE_ELEMENTS = 2**24
+# Rows per inference batch at most. Every batch is padded to the same number
+# of rows, which depends on the model alone: a matrix library may compute a
+# product of a few rows along another code path than one of many, so without
+# padding a row's float32 outputs could move in the last bit with the number
+# of rows it arrived with.
+_INFERENCE_ROWS = 256
 # Reparameterisation draws per row in score_samples, shared by all rows so a
 # row's score does not depend on which rows it is batched with. Each draw
 # costs K decoder passes per row: with 8, scoring 1,000,000 MNIST rows took
@@ -882,8 +888,8 @@ class InfoCatVAE(
 
         ``elements_per_row`` is the working memory one row needs, in floats.
         """
-        rows = max(1, _INFERENCE_ELEMENTS // max(1, elements_per_row))
-        return map_batches(fn, X, self.module_.device, rows)
+        rows = max(1, min(_INFERENCE_ROWS, _INFERENCE_ELEMENTS // max(1, elements_per_row)))
+        return map_batches(fn, X, self.module_.device, rows, pad=True)
 
     def _decode_latent(self, Z):
         return self._apply(self.module_.decoded_mean, Z, self.module_.n_features)

@@ -124,7 +124,17 @@ def test_score_samples_is_deterministic_and_batch_independent(fitted_digits):
     model, X = fitted_digits
     full = model.score_samples(X)
     np.testing.assert_array_equal(full, model.score_samples(X))
-    np.testing.assert_allclose(model.score_samples(X[5:6]), full[5:6], rtol=1e-5)
+    np.testing.assert_array_equal(model.score_samples(X[5:6]), full[5:6])
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "transform", "score_samples"])
+def test_a_rows_outputs_do_not_depend_on_the_rows_it_comes_with(fitted_digits, method):
+    model, X = fitted_digits
+    X = np.vstack([X, X[::-1]])  # more rows than one inference batch
+    full = getattr(model, method)(X)
+    rng = np.random.RandomState(0)
+    for rows in (np.array([7]), rng.permutation(len(X))[:37], np.arange(250, len(X) - 3)):
+        np.testing.assert_array_equal(getattr(model, method)(X[rows]), full[rows])
 
 
 def test_fit_predict_and_fit_transform_match_separate_calls():
