@@ -142,7 +142,7 @@ def ours_epoch_seconds(X, device, mode, guide=None, home=None, cuda_graph=True):
 def training_section(X, device, repeats):
     from sklearn.cluster import KMeans
 
-    guide = torch.as_tensor(KMeans(PAPER["K"], n_init=1, random_state=0).fit_predict(X))
+    guide = torch.as_tensor(KMeans(PAPER["K"], n_init=1, random_state=0).fit_predict(X), dtype=torch.long)
     seconds = {name: [] for name in ("baseline",) + MODES}
     for _ in range(repeats):  # interleaved, so that a slow minute slows every row
         seconds["baseline"].append(baseline_epoch_seconds(X, device))
