@@ -11,8 +11,8 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
 from . import _persistence
 from ._device import (
@@ -27,7 +27,14 @@ from ._device import (
 )
 from ._model import BERNOULLI, GAUSSIAN, CategoricalVAE
 from ._starts import resolve_init
-from ._training import TrainingConfig, feature_scale, initial_guide, stream_guide, train
+from ._training import (
+    Phases,
+    TrainingConfig,
+    feature_scale,
+    initial_guide,
+    stream_guide,
+    train,
+)
 
 # Rows per inference batch, chosen so one batch stays in a few hundred MiB
 # of working memory whatever the number of features.
@@ -220,6 +227,14 @@ class InfoCatVAE(
         where the GPU supports it, and replays each training step from a
         CUDA graph; every other method computes in float32.
 
+    memory : str, joblib.Memory or None, default=None
+        Where to cache what the start computes before ``n_clusters`` matters
+        (the autoencoder's embedding, the principal components and the
+        t-SNE map): a folder or a :class:`joblib.Memory`, as in
+        :class:`~sklearn.pipeline.Pipeline`. A search over ``n_clusters`` and
+        ``subspace_dim`` then computes them once per training set instead
+        of once per fit, with the same result. ``None`` caches nothing.
+
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, mini-batch order, sampling and the
         start (t-SNE, mixture or k-means). An int gives identical results on
@@ -231,7 +246,10 @@ class InfoCatVAE(
         on an AMD EPYC and 0.940 on an Intel Xeon).
 
     verbose : int, default=0
-        ``1`` shows a progress bar over epochs with the current loss.
+        ``1`` prints a line as each phase of a fit ends (the autoencoder,
+        the map, the mixture, training) with its seconds, and shows progress
+        bars over the autoencoder's and the model's epochs. ``0`` prints
+        nothing.
 
     Attributes
     ----------
@@ -250,6 +268,13 @@ class InfoCatVAE(
 
     n_iter_ : int
         Training epochs run (warm-up not included).
+
+    phase_seconds_ : dict of str to float
+        Wall-clock seconds of each phase of the last call of :meth:`fit` or
+        :meth:`partial_fit`: ``"autoencoder"``, ``"map"`` (the principal
+        components and the t-SNE map; ``"features"`` for the other starts),
+        ``"mixture"`` (``"clusters"`` for k-means and spectral starts),
+        ``"training"``; a phase that did not run is absent.
 
     loss_curve_ : list of float
         Mean negative ELBO per sample (nats) of each training epoch, as
@@ -311,6 +336,7 @@ class InfoCatVAE(
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "warm_start": ["boolean"],
         "device": [str],
+        "memory": [None, str, HasMethods(["cache"])],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -338,6 +364,7 @@ class InfoCatVAE(
         n_iter_no_change=10,
         warm_start=False,
         device="auto",
+        memory=None,
         random_state=None,
         verbose=0,
     ):
@@ -361,6 +388,7 @@ class InfoCatVAE(
         self.n_iter_no_change = n_iter_no_change
         self.warm_start = warm_start
         self.device = device
+        self.memory = memory
         self.random_state = random_state
         self.verbose = verbose
 
@@ -412,6 +440,7 @@ class InfoCatVAE(
         else:
             device = self._initialise(X, seed)
         config = self._training_config(X_train.shape[0], self.max_iter, seed, device)
+        phases = Phases(self.verbose)
         with seeded(seed, device):
             module = self.module_.train()
             # On a GPU too small for the data, they stay on the host and
@@ -423,16 +452,20 @@ class InfoCatVAE(
             if not continuing:
                 self._set_data_scale(X_train_t)
                 start = resolve_init(self.init_params, self.n_features_in_)
-                guide = initial_guide(module, X_train_t, start, config)
-            result, self._optimizer = train(
-                module,
-                X_train_t,
-                None if X_val is None else to_tensor(X_val, home),
-                config,
-                optimizer=self._optimizer if continuing else None,
-                guide=guide,
-            )
+                guide = initial_guide(
+                    module, X_train_t, start, config, check_memory(self.memory), phases
+                )
+            with phases("training"):
+                result, self._optimizer = train(
+                    module,
+                    X_train_t,
+                    None if X_val is None else to_tensor(X_val, home),
+                    config,
+                    optimizer=self._optimizer if continuing else None,
+                    guide=guide,
+                )
         module.eval()
+        self.phase_seconds_ = phases.seconds
         self._record(result, continuing)
         self.labels_ = self.predict(X)
         return self
@@ -480,6 +513,7 @@ class InfoCatVAE(
         stream = self._stream
         seed = (stream.seed + stream.calls) % np.iinfo(np.int32).max
         config = self._training_config(X.shape[0], 1, seed, device)
+        phases = Phases(self.verbose)
         with seeded(seed, device):
             module = self.module_.train()
             X_t = to_tensor(X, device)
@@ -487,12 +521,15 @@ class InfoCatVAE(
                 self._set_data_scale(X_t)
             guide = None
             if stream.guided and (self.guide_iter is None or stream.calls < self.guide_iter):
-                guide, stream.centres = stream_guide(module, X_t, stream.centres, seed)
-            result, self._optimizer = train(
-                module, X_t, None, config, optimizer=self._optimizer,
-                guide=guide, guide_offset=stream.calls,
-            )
+                with phases("clusters"):
+                    guide, stream.centres = stream_guide(module, X_t, stream.centres, seed)
+            with phases("training"):
+                result, self._optimizer = train(
+                    module, X_t, None, config, optimizer=self._optimizer,
+                    guide=guide, guide_offset=stream.calls,
+                )
         module.eval()
+        self.phase_seconds_ = phases.seconds
         stream.calls += 1
         self._record(result, continuing=not first)
         self.labels_ = self.predict(X)

@@ -1,17 +1,22 @@
 """Where training starts: an initial partition of the training data.
 
-Each start is a function ``start(data, n_clusters, seed, embed)`` registered
-in :data:`STARTS` under its ``init_params`` name. ``data`` is the training
-data as the encoder sees it (standardised for a Gaussian likelihood), a
-float32 numpy array; ``embed`` maps rows of ``data`` to the embedding of an
-autoencoder trained on them, or is None when none is learned
-(``pretrain_iter=0``). A start returns one label per row. Nothing here
-knows about torch: the training module builds ``embed`` and turns the
-labels into the guide that q(c|x) is steered towards.
+Each start, registered in :data:`STARTS` under its ``init_params`` name, runs
+in two steps. ``features(data, seed, embed)`` computes what does not depend
+on the number of clusters (principal components, a t-SNE map), the costly
+part that a grid search over ``n_clusters`` and ``subspace_dim`` can cache;
+``labels(features, n_clusters, seed)`` partitions it, one label per row.
+``data`` is the training data as the encoder sees it (standardised for a
+Gaussian likelihood), a float32 numpy array; ``embed`` maps rows of ``data``
+to the embedding of an autoencoder trained on them, or is None when none is
+learned (``pretrain_iter=0``). Nothing here knows about torch: the training
+module builds ``embed`` and turns the labels into the guide that q(c|x) is
+steered towards.
 """
 
 import contextlib
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.cluster import KMeans, SpectralClustering
@@ -47,14 +52,25 @@ def resolve_init(init_params, n_features):
     return "tsne" if n_features > _AUTO_TSNE_MIN_FEATURES else "gmm"
 
 
-def initial_labels(init_params, data, n_clusters, seed, embed=None):
-    """Labels of the start named ``init_params`` (not ``"auto"``) for ``data``."""
-    start = STARTS[init_params]
+def start_features(init_params, data, seed, embed=None):
+    """Step one of the start ``init_params`` (not ``"auto"``): see the module docstring."""
+    with _guarded():
+        return STARTS[init_params].features(data, seed, embed)
+
+
+def start_labels(init_params, features, n_clusters, seed):
+    """Step two of the start ``init_params``: a label per row, as int64."""
+    with _guarded():
+        return np.asarray(STARTS[init_params].labels(features, n_clusters, seed), dtype=np.int64)
+
+
+@contextlib.contextmanager
+def _guarded():
     # Constant data have zero total variance, so the PCA inside these starts
     # (ours and t-SNE's own initialisation) computes an explained-variance
     # ratio of 0/0. Only the projections are used, and they stay finite.
     with np.errstate(divide="ignore", invalid="ignore"), _each_warning_once():
-        return np.asarray(start(data, n_clusters, seed, embed), dtype=np.int64)
+        yield
 
 
 @contextlib.contextmanager
@@ -88,23 +104,29 @@ def _kmeans(n_clusters, seed):
     return KMeans(n_clusters=n_clusters, n_init=4, random_state=seed)
 
 
-def kmeans_start(data, n_clusters, seed, embed=None):
+def kmeans_start(data, n_clusters, seed):
     """k-means on the data."""
     return _kmeans(n_clusters, seed).fit_predict(data)
 
 
-def autoencoder_start(data, n_clusters, seed, embed=None):
-    """k-means on the autoencoder's embedding (on the data without one)."""
-    return kmeans_start(data if embed is None else embed(data), n_clusters, seed)
+def _data(data, seed, embed):
+    return data
 
 
-def spectral_start(data, n_clusters, seed, embed=None):
-    """Spectral clustering of a 10-nearest-neighbour graph of ``data``.
+def _embedding(data, seed, embed):
+    """The autoencoder's embedding of ``data`` (the data without one)."""
+    return data if embed is None else embed(data)
 
-    Follows the data's manifold where k-means only sees convex blobs. PCA
-    to at most 50 dimensions first keeps the neighbour search cheap.
+
+def _principal_components_of(data, seed, embed):
+    return _principal_components(data, seed)
+
+
+def spectral_start(values, n_clusters, seed):
+    """Spectral clustering of a 10-nearest-neighbour graph of ``values``.
+
+    Follows the data's manifold where k-means only sees convex blobs.
     """
-    values = _principal_components(data, seed)
     spectral = SpectralClustering(
         n_clusters,
         affinity="nearest_neighbors",
@@ -119,10 +141,9 @@ def spectral_start(data, n_clusters, seed, embed=None):
         return spectral.fit_predict(values)
 
 
-def mixture_start(data, n_clusters, seed, embed=None):
-    """The Gaussian mixture of ``data`` (PCA to <= 50) whose covariance
-    structure (full, tied, diagonal or spherical) has the lowest BIC."""
-    values = _principal_components(data, seed)
+def mixture_start(values, n_clusters, seed):
+    """The Gaussian mixture of ``values`` whose covariance structure (full,
+    tied, diagonal or spherical) has the lowest BIC."""
     best, best_bic = None, np.inf
     for covariance_type in _DATA_COVARIANCE_TYPES:
         mixture = GaussianMixture(
@@ -142,38 +163,66 @@ def mixture_start(data, n_clusters, seed, embed=None):
     return best.predict(values)
 
 
-def tsne_start(data, n_clusters, seed, embed=None):
-    """Gaussian-mixture clusters of a 2-D t-SNE map of ``data``.
+@dataclass(frozen=True)
+class TsneMap:
+    """What the ``"tsne"`` start keeps of step one: the principal
+    components of every row, the rows mapped (all, or a random subsample of
+    ``_TSNE_MAX_ROWS``), and their 2-D map (None when every row is alike)."""
+
+    values: np.ndarray
+    subset: np.ndarray
+    embedding: np.ndarray | None
+
+
+def tsne_features(data, seed, embed=None):
+    """A 2-D t-SNE map of the principal components of ``data``, joined by
+    ``embed``'s embedding when there is one (see :func:`map_input`).
 
     t-SNE keeps each point's neighbourhood, so the classes of image data
-    come out as separate islands of arbitrary shape, which a mixture on the
-    map separates where k-means on the raw pixels cannot. The map is made
-    of the principal components joined by ``embed``'s embedding, when there
-    is one (see :func:`tsne_features`).
+    come out as separate islands of arbitrary shape.
     """
     values = _principal_components(data, seed)
+    subset = np.arange(values.shape[0])
     if not _has_spread(values):
         # scikit-learn's Barnes-Hut t-SNE crashes the interpreter
         # (segmentation fault) when every point is the same.
-        return kmeans_start(data, n_clusters, seed)
-    n_samples = values.shape[0]
-    subset = np.arange(n_samples)
-    if n_samples > _TSNE_MAX_ROWS:
+        return TsneMap(values, subset, None)
+    if len(subset) > _TSNE_MAX_ROWS:
         rng = np.random.default_rng(seed)
-        subset = np.sort(rng.choice(n_samples, _TSNE_MAX_ROWS, replace=False))
-    embedding = tsne_map(tsne_features(values[subset], data[subset], embed), seed)
-    labels = map_mixture_labels(embedding, n_clusters, seed)
-    if len(subset) < n_samples:
-        labels = KNeighborsClassifier(1).fit(values[subset], labels).predict(values)
+        subset = np.sort(rng.choice(len(subset), _TSNE_MAX_ROWS, replace=False))
+    embedding = tsne_map(map_input(values[subset], data[subset], embed), seed)
+    return TsneMap(values, subset, embedding)
+
+
+def tsne_labels(features, n_clusters, seed):
+    """Gaussian-mixture clusters of the t-SNE map (see :func:`chosen_map_fit`),
+    which separates islands that k-means on the raw pixels cannot; rows left
+    off the map take their nearest mapped neighbour's label."""
+    if features.embedding is None:
+        return kmeans_start(features.values, n_clusters, seed)
+    labels = map_mixture_labels(features.embedding, n_clusters, seed)
+    if len(features.subset) < len(features.values):
+        mapped = features.values[features.subset]
+        labels = KNeighborsClassifier(1).fit(mapped, labels).predict(features.values)
     return labels
 
 
+@dataclass(frozen=True)
+class Start:
+    """A start in two steps; see the module docstring. ``embeds``: whether
+    its first step uses the autoencoder's embedding."""
+
+    features: Callable
+    labels: Callable
+    embeds: bool = False
+
+
 STARTS = {
-    "tsne": tsne_start,
-    "gmm": mixture_start,
-    "kmeans": kmeans_start,
-    "spectral": spectral_start,
-    "autoencoder": autoencoder_start,
+    "tsne": Start(tsne_features, tsne_labels, embeds=True),
+    "gmm": Start(_principal_components_of, mixture_start),
+    "kmeans": Start(_data, kmeans_start),
+    "spectral": Start(_principal_components_of, spectral_start),
+    "autoencoder": Start(_embedding, kmeans_start, embeds=True),
 }
 
 
@@ -191,6 +240,7 @@ def nearest_centres(data, centres):
 
 # -------------------------------------------------------------- helpers
 def _principal_components(values, seed, max_components=50):
+    """``values`` reduced by PCA to ``max_components`` dimensions, when wider."""
     if values.shape[1] <= max_components:
         return values
     n_components = min(max_components, values.shape[0])
@@ -213,7 +263,7 @@ def tsne_map(values, seed):
     ).fit_transform(values)
 
 
-def tsne_features(values, data=None, embed=None):
+def map_input(values, data=None, embed=None):
     """What the ``"tsne"`` start maps: principal components ``values``,
     joined by ``embed(data)`` when an embedding is learned.
 

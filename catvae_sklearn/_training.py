@@ -8,7 +8,9 @@ solver. The autoencoder behind the ``"tsne"`` and ``"autoencoder"`` starts
 trains through the same epoch function.
 """
 
+import contextlib
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -16,9 +18,9 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._cuda_graph import GraphedTrainingStep, can_capture
-from ._device import batches, map_batches, mixed_precision, rows, to_tensor
+from ._device import batches, map_batches, mixed_precision, rows, seeded, to_tensor
 from ._model import Autoencoder
-from ._starts import initial_labels, kmeans_centres, nearest_centres
+from ._starts import STARTS, kmeans_centres, nearest_centres, start_features, start_labels
 
 # Rows per batch when the whole training set is mapped through a network
 # (its standardised form, an autoencoder's embedding, a validation ELBO).
@@ -152,14 +154,38 @@ def guide_schedule(guide, guide_iter, epoch):
     return max(0.0, 1.0 - epoch / guide_iter)
 
 
+# ------------------------------------------------------------------ phases
+class Phases:
+    """Wall-clock seconds of each phase of a fit; with ``verbose``, a line
+    as each ends. A phase timed inside another (the autoencoder inside the
+    map) is not counted in its parent's seconds."""
+
+    def __init__(self, verbose=0):
+        self.verbose, self.seconds, self._children = verbose, {}, [0.0]
+
+    @contextlib.contextmanager
+    def __call__(self, name, note=""):
+        start = time.perf_counter()
+        self._children.append(0.0)
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            own = elapsed - self._children.pop()
+            self._children[-1] += elapsed
+            self.seconds[name] = self.seconds.get(name, 0.0) + own
+            if self.verbose:
+                print(f"[InfoCatVAE] {name}: {own:.1f} s{note}", flush=True)
+
+
 # ------------------------------------------------------------------ starts
-def learned_embedding(data, likelihood, device, config):
+def learned_embedding(data, likelihood, device, epochs, batch_size, learning_rate, verbose=0):
     """Embedding of ``data`` (a numpy array, as the encoder sees it) by an
-    :class:`Autoencoder` trained ``config.pretrain_iter`` epochs on it on
-    ``device``. Returns a numpy array."""
+    :class:`Autoencoder` trained ``epochs`` epochs on it on ``device``.
+    Returns a numpy array."""
     X = to_tensor(data, device)
     network = Autoencoder(data.shape[1], likelihood).to(device)
-    optimizer = adam(network.parameters(), config.learning_rate)
+    optimizer = adam(network.parameters(), learning_rate)
 
     def step(xb, guide_labels, guide_weight):
         with mixed_precision(device):
@@ -169,9 +195,9 @@ def learned_embedding(data, likelihood, device, config):
         optimizer.step()
         return loss.detach().sum()
 
-    bar = _progress(config.pretrain_iter, config.verbose, "autoencoder")
-    for _ in range(config.pretrain_iter):
-        _advance(bar, run_epoch(step, X, config.batch_size, device))
+    bar = _progress(epochs, verbose, "autoencoder")
+    for _ in range(epochs):
+        _advance(bar, run_epoch(step, X, batch_size, device))
     _close(bar)
     network.eval()
     return map_batches(network, X, device, _MAP_BATCH_ROWS)
@@ -185,19 +211,48 @@ def _encoder_input(module, X):
     return map_batches(module._standardise, X, module.device, 16 * _MAP_BATCH_ROWS)
 
 
-def initial_guide(module, X, init_params, config):
-    """Labels of the start ``init_params`` for the rows of ``X``, on ``X``'s
-    device; None for ``"random"`` or when the guide is off (``guide_iter=0``)."""
-    if init_params == "random" or config.guide_iter == 0:
-        return None
+def guide_features(init_params, data, seed, likelihood, device, pretrain_iter, batch_size,
+                   learning_rate, verbose=0, phases=None):
+    """Step one of the start (see ``_starts``), the autoencoder included:
+    everything the start computes before ``n_clusters`` matters. A function
+    of its arguments alone (the autoencoder trains from ``seed`` and leaves
+    the caller's random state as it was), so that a ``joblib.Memory`` can
+    cache it across a search; ``verbose`` and ``phases`` only report."""
+    phases = Phases() if phases is None else phases
+    device = torch.device(device)
     embed = None
-    if config.pretrain_iter > 0:
+    if pretrain_iter > 0 and STARTS[init_params].embeds:
 
         def embed(rows_):
-            return learned_embedding(rows_, module.likelihood, module.device, config)
+            with phases("autoencoder"):
+                return learned_embedding(rows_, likelihood, device, pretrain_iter, batch_size,
+                                         learning_rate, verbose)
 
+    with seeded(seed, device):
+        return start_features(init_params, data, seed, embed)
+
+
+def initial_guide(module, X, init_params, config, memory, phases):
+    """Labels of the start ``init_params`` for the rows of ``X``, on ``X``'s
+    device; None for ``"random"`` or when the guide is off (``guide_iter=0``).
+
+    Step one goes through ``memory`` (a ``joblib.Memory``), so a search that
+    refits on the same rows with another ``n_clusters`` or ``subspace_dim``
+    reads it back instead of computing it again.
+    """
+    if init_params == "random" or config.guide_iter == 0:
+        return None
     data = _encoder_input(module, X)
-    labels = initial_labels(init_params, data, module.n_clusters, config.seed, embed)
+    features = memory.cache(guide_features, ignore=["verbose", "phases"])
+    arguments = (init_params, data, config.seed, module.likelihood, str(module.device),
+                 config.pretrain_iter, config.batch_size, config.learning_rate)
+    cached = getattr(memory, "location", None) is not None and features.check_call_in_cache(
+        *arguments
+    )
+    with phases("map" if init_params == "tsne" else "features", " (cached)" if cached else ""):
+        values = features(*arguments, verbose=config.verbose, phases=phases)
+    with phases("mixture" if init_params in ("tsne", "gmm") else "clusters"):
+        labels = start_labels(init_params, values, module.n_clusters, config.seed)
     return torch.as_tensor(labels, dtype=torch.long, device=X.device)
 
 

@@ -13,7 +13,7 @@ from catvae_sklearn import InfoCatVAE
 from catvae_sklearn import _starts, _training
 from catvae_sklearn.metrics import latent_silhouette_scorer
 
-from ._helpers import QUICK, blobs, digits, training_config
+from ._helpers import QUICK, blobs, digits
 
 
 def test_auto_start_is_tsne_for_wide_data_and_a_mixture_for_narrow_data():
@@ -31,7 +31,8 @@ def test_tsne_start_on_a_subsample_labels_every_row(monkeypatch):
         embedded.append(len(rows))
         return rows[:, :2]
 
-    labels = _starts.tsne_start(X.astype(np.float32), 3, 0, embed)
+    features = _starts.tsne_features(X.astype(np.float32), 0, embed)
+    labels = _starts.tsne_labels(features, 3, 0)
     assert labels.shape == (400,)
     assert adjusted_rand_score(y, labels) >= 0.95
     # The autoencoder, like t-SNE, sees only the subsample.
@@ -42,7 +43,7 @@ def test_tsne_start_separates_digit_classes_better_than_kmeans():
     from sklearn.cluster import KMeans
 
     X, y = digits(600)
-    tsne = _starts.tsne_start(X.astype(np.float32), 10, seed=0)
+    tsne = _starts.tsne_labels(_starts.tsne_features(X.astype(np.float32), 0), 10, 0)
     kmeans = KMeans(10, n_init=4, random_state=0).fit_predict(X)
     assert adjusted_rand_score(y, tsne) > adjusted_rand_score(y, kmeans) + 0.05
 
@@ -66,7 +67,7 @@ def test_map_mixture_labels_every_point_and_survives_duplicated_points():
 
 def test_mixture_start_survives_duplicated_points():
     X = np.repeat(np.arange(4.0)[:, None], 10, axis=0) @ np.ones((1, 3))
-    labels = _starts.mixture_start(X.astype(np.float32), 4, seed=0)
+    labels = _starts.mixture_start(X.astype(np.float32), 4, 0)
     assert len(np.unique(labels)) == 4
 
 
@@ -107,11 +108,12 @@ def test_warnings_from_a_start_still_obey_filters_on_their_module():
 
 
 def test_warnings_from_a_start_that_fails_are_still_passed_on(monkeypatch):
-    def failing_start(data, n_clusters, seed, embed=None):
+    def failing_start(values, n_clusters, seed):
         warnings.warn("said before failing", UserWarning)
         raise ValueError("the start failed")
 
-    monkeypatch.setitem(_starts.STARTS, "gmm", failing_start)
+    gmm = _starts.STARTS["gmm"]
+    monkeypatch.setitem(_starts.STARTS, "gmm", _starts.Start(gmm.features, failing_start))
     X, _ = blobs(n_samples=60, centers=3, n_features=4)
     with pytest.warns(UserWarning, match="said before failing"):
         with pytest.raises(ValueError, match="the start failed"):
@@ -121,14 +123,14 @@ def test_warnings_from_a_start_that_fails_are_still_passed_on(monkeypatch):
 def test_guide_kept_on_keeps_the_starting_partition(monkeypatch):
     X, _ = digits(500)
     starts = []
-    tsne_start = _starts.STARTS["tsne"]
+    tsne = _starts.STARTS["tsne"]
 
     def recorded(*args, **kwargs):
-        labels = tsne_start(*args, **kwargs)
+        labels = tsne.labels(*args, **kwargs)
         starts.append(labels)
         return labels
 
-    monkeypatch.setitem(_starts.STARTS, "tsne", recorded)
+    monkeypatch.setitem(_starts.STARTS, "tsne", _starts.Start(tsne.features, recorded, True))
     on = InfoCatVAE(8, guide_iter=None, **QUICK).fit(X)
     off = InfoCatVAE(8, guide_iter=3, **QUICK).fit(X)
     # Same seed, same start: the two fits differ only in the guide.
@@ -185,16 +187,14 @@ def test_autoencoder_embedding_is_trained_and_reproducible(likelihood):
         X = StandardScaler().fit_transform(X)
     data = X.astype(np.float32)
     torch.manual_seed(0)
-    trained = training_config(pretrain_iter=20)
-    first = _training.learned_embedding(data, likelihood, torch.device("cpu"), trained)
+    cpu = torch.device("cpu")
+    first = _training.learned_embedding(data, likelihood, cpu, 20, 32, 1e-3)
     torch.manual_seed(0)
-    again = _training.learned_embedding(data, likelihood, torch.device("cpu"), trained)
+    again = _training.learned_embedding(data, likelihood, cpu, 20, 32, 1e-3)
     assert first.shape == (400, 10)
     np.testing.assert_array_equal(first, again)
     torch.manual_seed(0)
-    untrained = _training.learned_embedding(
-        data, likelihood, torch.device("cpu"), training_config(pretrain_iter=0)
-    )
+    untrained = _training.learned_embedding(data, likelihood, cpu, 0, 32, 1e-3)
     # The classes come out of training: k-means finds them in the trained
     # embedding far better than in a random network's.
     from sklearn.cluster import KMeans
@@ -210,12 +210,12 @@ def test_tsne_features_weigh_components_and_embedding_equally():
     rng = np.random.RandomState(0)
     values = rng.normal(5.0, 30.0, size=(200, 50))
     data = rng.uniform(size=(200, 64)).astype(np.float32)
-    features = _starts.tsne_features(values, data, embed=lambda rows: 1e-3 * rows[:, :10])
+    features = _starts.map_input(values, data, embed=lambda rows: 1e-3 * rows[:, :10])
     assert features.shape == (200, 60)
     for block in (features[:, :50], features[:, 50:]):
         np.testing.assert_allclose(block.mean(0), 0.0, atol=1e-6)
         assert (block**2).sum(1).mean() == pytest.approx(1.0)
-    assert _starts.tsne_features(values) is values
+    assert _starts.map_input(values) is values
 
 
 @pytest.mark.parametrize("pretrain_iter", [0, 3])
@@ -237,3 +237,79 @@ def test_autoencoder_start_finds_separated_blobs():
     X, y = blobs(300, centers=3, n_features=20)
     model = InfoCatVAE(3, init_params="autoencoder", **QUICK).fit(X)
     assert adjusted_rand_score(y, model.labels_) >= 0.95
+
+
+def test_a_cached_start_gives_the_fit_an_uncached_one_gives(tmp_path, monkeypatch):
+    X, _ = digits(300)
+    calls = []
+    features = _training.start_features
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return features(*args, **kwargs)
+
+    monkeypatch.setattr(_training, "start_features", counted)
+    uncached = InfoCatVAE(4, **QUICK).fit(X)
+    first = InfoCatVAE(4, memory=str(tmp_path), **QUICK).fit(X)
+    # Another K and delta on the same rows read the start's first step back.
+    InfoCatVAE(5, subspace_dim=3, memory=str(tmp_path), **QUICK).fit(X)
+    again = InfoCatVAE(4, memory=str(tmp_path), **QUICK).fit(X)
+    assert len(calls) == 2  # the uncached fit and the first cached one
+    for cached in (first, again):
+        np.testing.assert_array_equal(cached.labels_, uncached.labels_)
+        assert cached.loss_curve_ == uncached.loss_curve_
+        np.testing.assert_array_equal(cached.predict_proba(X), uncached.predict_proba(X))
+
+
+def test_a_search_over_k_and_delta_computes_the_start_once_per_training_set(tmp_path, monkeypatch):
+    from joblib import Memory
+
+    X, _ = digits(300)
+    calls = []
+    features = _training.start_features
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return features(*args, **kwargs)
+
+    monkeypatch.setattr(_training, "start_features", counted)
+    search = GridSearchCV(
+        InfoCatVAE(memory=Memory(tmp_path, verbose=0), **{**QUICK, "max_iter": 2}),
+        {"n_clusters": [3, 4], "subspace_dim": [1, 2]},
+        cv=2,
+    ).fit(X)
+    # 2 folds and the refit on all rows: 3 training sets for 9 fits.
+    assert len(calls) == 3
+    assert search.best_estimator_.n_clusters in (3, 4)
+
+
+def test_verbose_names_each_phase_and_quiet_prints_nothing(capsys):
+    X, _ = digits(300)
+    model = InfoCatVAE(4, verbose=1, **QUICK).fit(X)
+    out = capsys.readouterr()
+    for phase in ("autoencoder", "map", "mixture", "training"):
+        assert f"[InfoCatVAE] {phase}:" in out.out
+        assert model.phase_seconds_[phase] >= 0
+    assert sum(model.phase_seconds_.values()) > 0
+    InfoCatVAE(4, verbose=0, **QUICK).fit(X)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+
+
+def test_a_fit_keeps_to_the_threads_it_is_given(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    seen = []
+    step = _training.training_step
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(_training, "training_step", recording)
+    X, _ = digits(200)
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=1):
+        InfoCatVAE(3, device="cpu", **QUICK).fit(X)
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
