@@ -47,9 +47,8 @@ _INFERENCE_ELEMENTS = 2**24
 _INFERENCE_ROWS = 256
 # Reparameterisation draws per row in score_samples, shared by all rows so a
 # row's score does not depend on which rows it is batched with. Each draw
-# costs K decoder passes per row: with 8, scoring 1,000,000 MNIST rows took
-# over 15 minutes on 2 cores. One draw keeps the estimate unbiased; its noise
-# averages out in score(), the mean over rows.
+# costs K decoder passes per row; one keeps the estimate unbiased, and its
+# noise averages out in score(), the mean over rows.
 _SCORE_NOISE_SAMPLES = 1
 
 
@@ -77,60 +76,58 @@ class InfoCatVAE(
     Parameters
     ----------
     n_clusters : int, default=10
-        Number of clusters ``K``.
+        Number of clusters ``K``, at least 1. Without labels, choose it with
+        a grid search and a label-free score such as
+        :func:`~catvae_sklearn.metrics.latent_silhouette_scorer`.
 
     subspace_dim : int, default=2
-        Dimensions ``delta`` of each cluster's latent subspace. Small values
-        keep clusters compact; larger ones let a cluster describe more
-        within-cluster variation (style, thickness, ...).
+        Dimensions ``delta`` of each cluster's latent subspace, at least 1.
+        Small values keep clusters compact; larger ones let a cluster
+        describe more within-cluster variation (style, thickness, ...), and
+        can let one cluster absorb another.
 
     hidden_layer_sizes : tuple of int, default=(500,)
         Widths of the encoder's hidden layers; the decoder mirrors them. The
         decoder runs once for each cluster a sample is evaluated under (see
-        ``min_decode_proba``), so its width sets the cost. Two layers of 500
-        instead of one gave no measured gain in accuracy on digits or MNIST.
+        ``min_decode_proba``), so its width sets most of the cost.
 
     prior_scale : float, default=3.0
-        ``lambda``, the distance of each cluster's prior mean from the origin
-        along its own block. Prior means are ``prior_scale * sqrt(2)`` apart;
-        3 separates clusters by over four prior standard deviations.
+        ``lambda`` > 0, the distance of each cluster's prior mean from the
+        origin along its own block. Prior means are ``prior_scale *
+        sqrt(2)`` apart; 3 separates them by over four prior standard
+        deviations, much smaller values let clusters blend.
 
     info_weight : float, default=10.0
-        Weight of the information term: points decoded from ``z ~ p(z|c)``
-        are re-encoded and scored by the cross-entropy of ``q(c|x)`` against
-        ``c``. 0 gives the paper's plain CatVAE. The cross-entropy is at most
-        ``log K`` nats while the ELBO sums over features (tens to hundreds of
-        nats), so a weight near 1 is drowned out: with it a small network
-        let its posteriors collapse and decoded every cluster to the same
-        average image; at 10 to 20 each cluster's samples re-encode to it.
+        Weight (>= 0) of the information term: points decoded from
+        ``z ~ p(z|c)`` are re-encoded and scored by the cross-entropy of
+        ``q(c|x)`` against ``c``. 0 gives the paper's plain CatVAE. The
+        cross-entropy is at most ``log K`` nats while the ELBO sums over
+        features, so weights near 1 have little effect; with 10 to 20 each
+        cluster's samples re-encode to it.
 
     balance_weight : float, default=1.0
-        Weight of ``KL(mean_batch q(c|x) || p(c))``, an addition to the paper
-        that stops every point choosing the same cluster. 0 gives the paper's
-        objective exactly.
+        Weight (>= 0) of ``KL(mean_batch q(c|x) || p(c))``, an addition to
+        the paper that stops every point choosing the same cluster. 0 gives
+        the paper's objective.
 
     min_decode_proba : float in [0, 1] or "auto", default="auto"
         During training, a sample's reconstruction and latent KL are
         computed only under the clusters with ``q(c|x)`` at least this, and
-        always its most likely one. The skipped clusters enter the loss with
+        always its most likely one; the skipped clusters enter the loss with
         that sample's worst computed fit and no gradient, so the encoder
         still moves away from them. A trained posterior is peaked, so this
-        was about two clusters a sample on MNIST at K=10 and under four at
-        K=50, where the exact ELBO costs every sample ``K`` decodes. On MNIST (paper
-        architecture, 2-core CPU, guided training) an epoch took 0.7 s
-        instead of 1.7 s at K=10 and 1.3 s instead of 10.2 s at K=50, with
-        the same accuracy on digits and MNIST. 0 computes every cluster: the
-        exact gradient of the ELBO, as in the paper. ``"auto"`` is 0.01 on
-        the CPU and 0 on CUDA and MPS, where choosing the clusters would
-        make the host wait for the device at every step and a GPU decodes
-        all of them at once. ``score_samples``, ``score`` and early stopping
+        is one to a few clusters a sample where the exact ELBO costs ``K``
+        decodes: training grows far more slowly with ``K``. 0 computes every
+        cluster, the exact gradient of the ELBO as in the paper. ``"auto"``
+        is 0.01 on the CPU and 0 on CUDA and MPS, which decode every
+        cluster at once. ``score_samples``, ``score`` and early stopping
         always use the exact ELBO.
 
     likelihood : {"auto", "bernoulli", "gaussian"}, default="auto"
         Decoder distribution. ``"bernoulli"`` for data in [0, 1] (pixels);
         ``"gaussian"`` (with one learned variance per feature) for real-valued
-        data, ideally standardised. ``"auto"`` picks Bernoulli when every
-        training value lies in [0, 1], else Gaussian.
+        data, standardised inside the network. ``"auto"`` picks Bernoulli
+        when every training value lies in [0, 1], else Gaussian.
 
     init_params : {"auto", "tsne", "gmm", "kmeans", "spectral", \
             "autoencoder", "random"}, default="auto"
@@ -140,63 +137,50 @@ class InfoCatVAE(
         likelihood are standardised first, wide data reduced by PCA to 50
         dimensions.
 
-        - ``"tsne"``: a full-covariance Gaussian mixture on a 2-D t-SNE map
-          of the principal components joined by the embedding of an
-          autoencoder (see ``pretrain_iter``; t-SNE and the autoencoder see
-          at most 20,000 rows, the others take their nearest neighbour's
-          label). Of 10 mixture fits it keeps the one whose clusters cut
-          fewest of the map's nearest-neighbour edges among those nearly
-          as likely as the likeliest. Follows curved, elongated classes
-          such as handwritten digits: 0.93 accuracy on digits and 0.94 on
-          the MNIST test set, where k-means gives 0.79 and 0.55.
+        - ``"tsne"``: a Gaussian mixture on a 2-D t-SNE map of the
+          principal components joined by the embedding of an autoencoder
+          (see ``pretrain_iter``; t-SNE and the autoencoder see at most
+          20,000 rows, the others take their nearest neighbour's label). Of
+          10 mixture fits it keeps the one whose clusters cut fewest of the
+          map's nearest-neighbour edges among those nearly as likely as the
+          likeliest. Follows curved, elongated classes such as handwritten
+          digits.
         - ``"gmm"``: a Gaussian mixture on the data, with full, tied,
-          diagonal or spherical covariances, whichever has the lowest BIC
-          (full covariances alone left wine below k-means).
+          diagonal or spherical covariances, whichever has the lowest BIC.
+          Suits tabular data.
         - ``"auto"``: ``"tsne"`` for more than 50 features, ``"gmm"``
-          otherwise (on the 13-, 30- and 4-feature wine, breast-cancer and
-          iris data t-SNE starts scored 0.93, 0.88 and 0.82, a mixture 0.97,
-          0.94 and 0.97).
+          otherwise.
         - ``"kmeans"``: k-means on the data. ``"spectral"``: spectral
           clustering of a 10-nearest-neighbour graph.
         - ``"autoencoder"``: k-means on the autoencoder's embedding alone.
         - ``"random"``: random weights and no guide, as in the paper.
 
-        ``benchmarks/results/`` has the numbers behind the default.
+        The user guide compares them; the benchmarks page has the figures.
 
     pretrain_iter : int, default=50
-        Training epochs of the autoencoder (500-500-10 units, separate from
-        the model) whose embedding the ``"tsne"`` and ``"autoencoder"``
-        starts use. 0 leaves the ``"tsne"`` map to the principal components
-        alone, which on MNIST join the 4 and 9 classes and cut them across
-        (0.87 accuracy). On the 10,000 MNIST images the 50 epochs take about
-        30 s of a 2-core CPU.
+        Training epochs (>= 0) of the autoencoder (500-500-10 units, separate
+        from the model) whose embedding the ``"tsne"`` and
+        ``"autoencoder"`` starts use; most of a default fit's time on image
+        data. 0 leaves the ``"tsne"`` map to the principal components alone.
 
     guide_iter : int or None, default=None
         How long the pull towards the initial labels lasts. ``None`` keeps
         it at full weight through training: the network then models the
-        starting partition, which it otherwise drifts away from (digits,
-        t-SNE start of the principal components alone at 0.945 accuracy,
-        40 epochs: 0.942 with the guide kept
-        on; 0.932 with its weight falling to zero over the 40 epochs; 0.89
-        falling over the first 10). An integer makes the weight fall
-        linearly to zero over that many epochs (``partial_fit`` calls), after
-        which the paper's objective alone is trained. 0 turns the guide off.
+        starting partition, which it otherwise drifts away from. An integer
+        makes the weight fall linearly to zero over that many epochs
+        (``partial_fit`` calls), after which the paper's objective alone is
+        trained. 0 turns the guide off.
 
     batch_size : int or "auto", default="auto"
         Mini-batch size, clipped to the number of training samples. ``"auto"``
         is ``min(256, max(16, n_samples // 32))``: at least 32 optimiser
-        steps per epoch, so a data set of 1,800 rows trains as well as one
-        of 10,000 (digits: 0.943 accuracy with batches of 64, 0.930 with 179
-        after 20 epochs).
+        steps per epoch, so a small data set trains as well as a large one.
 
     learning_rate_init : float, default=1e-3
-        Adam's learning rate.
+        Adam's learning rate (> 0).
 
     max_iter : int, default=20
-        Maximum number of training epochs (after any warm-up). 20 keeps a
-        default fit of the 10,000 MNIST test images under two minutes on a
-        2-core CPU (73 s median: about 30 s for the autoencoder, 20 s for
-        t-SNE, the rest training).
+        Maximum number of training epochs (>= 1) after the start.
 
     tol : float, default=1e-4
         Relative improvement of the monitored loss below which an epoch
@@ -208,7 +192,7 @@ class InfoCatVAE(
         keep the best weights.
 
     validation_fraction : float, default=0.1
-        Share of the data held out when ``early_stopping=True``.
+        Share of the data held out when ``early_stopping=True``, in (0, 1).
 
     n_iter_no_change : int, default=10
         Epochs without improvement by ``tol`` before training stops.
@@ -240,10 +224,8 @@ class InfoCatVAE(
         start (t-SNE, mixture or k-means). An int gives identical results on
         refit on the CPU, with any number of threads. On a GPU, torch's atomic
         additions and kernel choices can move results in the last bits
-        between runs. Another processor can reach a different fit from the
-        same seed: its matrix library takes other code paths, and training
-        amplifies the last-bit differences (on digits, seed 2 scored 0.880
-        on an AMD EPYC and 0.940 on an Intel Xeon).
+        between runs, and another processor can reach a different fit from
+        the same seed: training amplifies last-bit differences.
 
     verbose : int, default=0
         ``1`` prints a line as each phase of a fit ends (the autoencoder,

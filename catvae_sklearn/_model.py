@@ -344,10 +344,8 @@ class Autoencoder(nn.Module):
 
     The ``"tsne"`` and ``"autoencoder"`` starts cluster its embedding before
     the :class:`CategoricalVAE` trains; the two networks share no weights.
-    Depth is what matters here: on the MNIST test set a t-SNE map of the
-    embedding of this 500-500-10 network (50 epochs) gave 0.91 to 0.93
-    accuracy over 8 seeds; with one 400-unit layer (30 epochs, 4 seeds) it
-    gave 0.68 to 0.83.
+    Two hidden layers, not one: the deeper network's embedding separates
+    image classes far better.
 
     Parameters
     ----------

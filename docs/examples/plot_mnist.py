@@ -10,8 +10,8 @@ repository (``../shared/data``) and, failing that, falls back to the bundled
 8 x 8 digits. Nothing is downloaded.
 
 To keep the documentation build quick, the example fits the first 2,000
-images; a default fit of all 10,000 takes about 73 s on a 2-core CPU and
-reaches 0.94 accuracy (``benchmarks/results/accuracy_mnist.md``).
+images; the benchmarks page has the accuracy and fit time of default fits
+on all 10,000.
 """
 
 # %%
