@@ -239,8 +239,9 @@ def test_autoencoder_start_finds_separated_blobs():
     assert adjusted_rand_score(y, model.labels_) >= 0.95
 
 
-def test_a_cached_start_gives_the_fit_an_uncached_one_gives(tmp_path, monkeypatch):
-    X, _ = digits(300)
+@pytest.fixture
+def start_feature_calls(monkeypatch):
+    """A list that grows by one each time a start's first step is computed."""
     calls = []
     features = _training.start_features
 
@@ -249,6 +250,12 @@ def test_a_cached_start_gives_the_fit_an_uncached_one_gives(tmp_path, monkeypatc
         return features(*args, **kwargs)
 
     monkeypatch.setattr(_training, "start_features", counted)
+    return calls
+
+
+def test_a_cached_start_gives_the_fit_an_uncached_one_gives(tmp_path, start_feature_calls):
+    X, _ = digits(300)
+    calls = start_feature_calls
     uncached = InfoCatVAE(4, **QUICK).fit(X)
     first = InfoCatVAE(4, memory=str(tmp_path), **QUICK).fit(X)
     # Another K and delta on the same rows read the start's first step back.
@@ -261,18 +268,13 @@ def test_a_cached_start_gives_the_fit_an_uncached_one_gives(tmp_path, monkeypatc
         np.testing.assert_array_equal(cached.predict_proba(X), uncached.predict_proba(X))
 
 
-def test_a_search_over_k_and_delta_computes_the_start_once_per_training_set(tmp_path, monkeypatch):
+def test_a_search_over_k_and_delta_computes_the_start_once_per_training_set(
+    tmp_path, start_feature_calls
+):
     from joblib import Memory
 
     X, _ = digits(300)
-    calls = []
-    features = _training.start_features
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return features(*args, **kwargs)
-
-    monkeypatch.setattr(_training, "start_features", counted)
+    calls = start_feature_calls
     search = GridSearchCV(
         InfoCatVAE(memory=Memory(tmp_path, verbose=0), **{**QUICK, "max_iter": 2}),
         {"n_clusters": [3, 4], "subspace_dim": [1, 2]},

@@ -31,8 +31,8 @@ def _read_archive(path):
         return json.loads(archive.read("model.json")), archive.read("weights.pt")
 
 
-def _write_archive(path, meta, weights):
-    with zipfile.ZipFile(path, "w") as archive:
+def _write_archive(path, meta, weights, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
         archive.writestr("model.json", json.dumps(meta))
         archive.writestr("weights.pt", weights)
 
@@ -202,13 +202,10 @@ def test_files_and_pickles_written_by_version_0_1_0_predict_as_they_did(name):
     unpickled.partial_fit(X)
 
 
-def _rewritten(path, edit_meta=None, weights=None, compression=zipfile.ZIP_STORED):
-    meta, original_weights = _read_archive(path)
-    if edit_meta is not None:
-        edit_meta(meta)
-    with zipfile.ZipFile(path, "w", compression=compression) as archive:
-        archive.writestr("model.json", json.dumps(meta))
-        archive.writestr("weights.pt", original_weights if weights is None else weights)
+def _rewritten(path, edit_meta, compression=zipfile.ZIP_STORED):
+    meta, weights = _read_archive(path)
+    edit_meta(meta)
+    _write_archive(path, meta, weights, compression)
     return path
 
 
