@@ -27,6 +27,7 @@ from ._device import (
 )
 from ._model import BERNOULLI, GAUSSIAN, CategoricalVAE
 from ._starts import resolve_init
+from ._threads import CoreShare
 from ._training import (
     Phases,
     TrainingConfig,
@@ -423,7 +424,7 @@ class InfoCatVAE(
             device = self._initialise(X, seed)
         config = self._training_config(X_train.shape[0], self.max_iter, seed, device)
         phases = Phases(self.verbose)
-        with seeded(seed, device):
+        with CoreShare(), seeded(seed, device):
             module = self.module_.train()
             # On a GPU too small for the data, they stay on the host and
             # training streams them a batch at a time.
@@ -496,7 +497,7 @@ class InfoCatVAE(
         seed = (stream.seed + stream.calls) % np.iinfo(np.int32).max
         config = self._training_config(X.shape[0], 1, seed, device)
         phases = Phases(self.verbose)
-        with seeded(seed, device):
+        with CoreShare(), seeded(seed, device):
             module = self.module_.train()
             X_t = to_tensor(X, device)
             if first:

@@ -21,6 +21,7 @@ from ._cuda_graph import GraphedTrainingStep, can_capture
 from ._device import batches, map_batches, mixed_precision, rows, seeded, to_tensor
 from ._model import Autoencoder
 from ._starts import STARTS, kmeans_centres, nearest_centres, start_features, start_labels
+from ._threads import rebalance
 
 # Rows per batch when the whole training set is mapped through a network
 # (its standardised form, an autoencoder's embedding, a validation ELBO).
@@ -137,6 +138,7 @@ def step_function(module, optimizer, config, guided):
 def run_epoch(step, X, batch_size, device, guide=None, guide_weight=0.0):
     """One pass of ``step`` over the rows of ``X`` in shuffled batches;
     the mean of what the steps return, per row."""
+    rebalance()
     total = torch.zeros((), device=device)
     for idx in batches(X.shape[0], batch_size, X.device):
         guide_labels = rows(guide, idx, device) if guide_weight > 0 else None
@@ -165,6 +167,7 @@ class Phases:
 
     @contextlib.contextmanager
     def __call__(self, name, note=""):
+        rebalance()
         start = time.perf_counter()
         self._children.append(0.0)
         try:

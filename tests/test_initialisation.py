@@ -296,22 +296,3 @@ def test_verbose_names_each_phase_and_quiet_prints_nothing(capsys):
     InfoCatVAE(4, verbose=0, **QUICK).fit(X)
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
-
-
-def test_a_fit_keeps_to_the_threads_it_is_given(monkeypatch):
-    from threadpoolctl import threadpool_limits
-
-    seen = []
-    step = _training.training_step
-
-    def recording(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return step(*args, **kwargs)
-
-    monkeypatch.setattr(_training, "training_step", recording)
-    X, _ = digits(200)
-    before = torch.get_num_threads()
-    with threadpool_limits(limits=1):
-        InfoCatVAE(3, device="cpu", **QUICK).fit(X)
-    assert seen and set(seen) == {1}
-    assert torch.get_num_threads() == before
