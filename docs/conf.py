@@ -6,8 +6,14 @@ import sys
 import warnings
 
 sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, os.path.abspath("."))
 
 import catvae_sklearn  # noqa: E402
+from _results import write_results_pages  # noqa: E402
+
+# The benchmarks page includes every file of benchmarks/results/, converted
+# to reST at each build, so its figures are the files' own.
+write_results_pages()
 
 project = "catvae_sklearn"
 author = "catvae_sklearn developers"
@@ -33,7 +39,7 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
 templates_path = []
-exclude_patterns = ["_build", "examples/README.rst"]
+exclude_patterns = ["_build", "examples/README.rst", "results/*.rst"]
 html_theme = "alabaster"
 html_static_path = []
 
