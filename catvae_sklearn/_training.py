@@ -223,16 +223,14 @@ def guide_features(init_params, data, seed, likelihood, device, pretrain_iter, b
     cache it across a search; ``verbose`` and ``phases`` only report."""
     phases = Phases() if phases is None else phases
     device = torch.device(device)
-    embed = None
-    if pretrain_iter > 0 and STARTS[init_params].embeds:
+    def embed(rows_):
+        with phases("autoencoder"):
+            return learned_embedding(rows_, likelihood, device, pretrain_iter, batch_size,
+                                     learning_rate, verbose)
 
-        def embed(rows_):
-            with phases("autoencoder"):
-                return learned_embedding(rows_, likelihood, device, pretrain_iter, batch_size,
-                                         learning_rate, verbose)
-
+    learns = pretrain_iter > 0 and STARTS[init_params].embeds
     with seeded(seed, device):
-        return start_features(init_params, data, seed, embed)
+        return start_features(init_params, data, seed, embed if learns else None)
 
 
 def initial_guide(module, X, init_params, config, memory, phases):
