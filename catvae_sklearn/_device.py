@@ -212,7 +212,8 @@ def map_batches(fn, X, device, batch_size, pad=False):
             batch = X[start : start + batch_size]
             batch = _moved(batch, device) if torch.is_tensor(batch) else to_tensor(batch, device)
             if pad and batch.shape[0] < batch_size:
-                batch = torch.cat([batch, batch.new_zeros((batch_size - batch.shape[0],) + batch.shape[1:])])
+                padding = batch.new_zeros((batch_size - batch.shape[0],) + batch.shape[1:])
+                batch = torch.cat([batch, padding])
             result = fn(batch)
             parts = result if isinstance(result, tuple) else (result,)
             if outputs is None:

@@ -153,7 +153,8 @@ class InfoCatVAE(
           otherwise.
         - ``"kmeans"``: k-means on the data. ``"spectral"``: spectral
           clustering of a 10-nearest-neighbour graph.
-        - ``"autoencoder"``: k-means on the autoencoder's embedding alone.
+        - ``"autoencoder"``: k-means on the autoencoder's embedding alone
+          (on the data itself with ``pretrain_iter=0``).
         - ``"random"``: random weights and no guide, as in the paper.
 
         The user guide compares them; the benchmarks page has the figures.

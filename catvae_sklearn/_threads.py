@@ -6,9 +6,10 @@ on. Of those it takes only the cores that other processes leave idle,
 measured again at each epoch and phase from ``/proc/stat``. The threads of
 an OpenMP runtime spin while they wait for work, so on a core that another
 busy process shares, each of torch's parallel regions waits for the
-scheduler: two fits side by side on two cores, with two threads each, ran
-about ten times slower than one alone, where one thread each lets them
-share the cores. Results do not depend on the number of threads.
+scheduler, and two fits side by side, each with a thread per core, run many
+times slower than one alone; with their threads shared out they do not
+(the benchmarks page has the figures). Results do not depend on the number
+of threads.
 """
 
 import os

@@ -13,6 +13,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from sklearn.exceptions import ConvergenceWarning
@@ -166,19 +167,21 @@ class Phases:
         self.verbose, self.seconds, self._children = verbose, {}, [0.0]
 
     @contextlib.contextmanager
-    def __call__(self, name, note=""):
+    def __call__(self, name):
+        """Time the phase ``name``; what it yields takes a ``note`` for the line."""
         rebalance()
         start = time.perf_counter()
         self._children.append(0.0)
+        phase = SimpleNamespace(note="")
         try:
-            yield
+            yield phase
         finally:
             elapsed = time.perf_counter() - start
             own = elapsed - self._children.pop()
             self._children[-1] += elapsed
             self.seconds[name] = self.seconds.get(name, 0.0) + own
             if self.verbose:
-                print(f"[InfoCatVAE] {name}: {own:.1f} s{note}", flush=True)
+                print(f"[InfoCatVAE] {name}: {own:.1f} s{phase.note}", flush=True)
 
 
 # ------------------------------------------------------------------ starts
@@ -215,12 +218,15 @@ def _encoder_input(module, X):
 
 
 def guide_features(init_params, data, seed, likelihood, device, pretrain_iter, batch_size,
-                   learning_rate, verbose=0, phases=None):
+                   learning_rate, verbose=0, phases=None, ran=None):
     """Step one of the start (see ``_starts``), the autoencoder included:
     everything the start computes before ``n_clusters`` matters. A function
     of its arguments alone (the autoencoder trains from ``seed`` and leaves
     the caller's random state as it was), so that a ``joblib.Memory`` can
-    cache it across a search; ``verbose`` and ``phases`` only report."""
+    cache it across a search; ``verbose``, ``phases`` and ``ran`` (a list
+    it appends to when it computes rather than the cache) only report."""
+    if ran is not None:
+        ran.append(True)
     phases = Phases() if phases is None else phases
     device = torch.device(device)
     def embed(rows_):
@@ -244,14 +250,13 @@ def initial_guide(module, X, init_params, config, memory, phases):
     if init_params == "random" or config.guide_iter == 0:
         return None
     data = _encoder_input(module, X)
-    features = memory.cache(guide_features, ignore=["verbose", "phases"])
-    arguments = (init_params, data, config.seed, module.likelihood, str(module.device),
-                 config.pretrain_iter, config.batch_size, config.learning_rate)
-    cached = getattr(memory, "location", None) is not None and features.check_call_in_cache(
-        *arguments
-    )
-    with phases("map" if init_params == "tsne" else "features", " (cached)" if cached else ""):
-        values = features(*arguments, verbose=config.verbose, phases=phases)
+    features = memory.cache(guide_features, ignore=["verbose", "phases", "ran"])
+    ran = []
+    with phases("map" if init_params == "tsne" else "features") as phase:
+        values = features(init_params, data, config.seed, module.likelihood, str(module.device),
+                          config.pretrain_iter, config.batch_size, config.learning_rate,
+                          verbose=config.verbose, phases=phases, ran=ran)
+        phase.note = "" if ran else " (cached)"
     with phases("mixture" if init_params in ("tsne", "gmm") else "clusters"):
         labels = start_labels(init_params, values, module.n_clusters, config.seed)
     return torch.as_tensor(labels, dtype=torch.long, device=X.device)

@@ -296,3 +296,12 @@ def test_verbose_names_each_phase_and_quiet_prints_nothing(capsys):
     InfoCatVAE(4, verbose=0, **QUICK).fit(X)
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
+
+
+def test_verbose_says_when_the_map_came_from_the_cache(capsys, tmp_path):
+    X, _ = digits(300)
+    for _ in range(2):
+        InfoCatVAE(4, verbose=1, memory=str(tmp_path), **QUICK).fit(X)
+    first, second = capsys.readouterr().out.split("[InfoCatVAE] training:")[:2]
+    assert "[InfoCatVAE] map:" in first and "(cached)" not in first
+    assert "(cached)" in second and "[InfoCatVAE] autoencoder:" not in second
