@@ -195,9 +195,11 @@ def test_files_and_pickles_written_by_version_0_1_0_predict_as_they_did(name):
     X = expected["X"]
     with (DATA / f"{name}.pkl").open("rb") as handle:
         unpickled = pickle.load(handle)
+    # Bit-for-bit equality would test the BLAS, not the file: another CPU
+    # rounds the last float64 bit differently. A wrong weight moves far more.
     for model in (InfoCatVAE.load(DATA / f"{name}.catvae"), unpickled):
-        np.testing.assert_array_equal(model.predict_proba(X), expected["proba"])
-        np.testing.assert_array_equal(model.score_samples(X), expected["score"])
+        np.testing.assert_allclose(model.predict_proba(X), expected["proba"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(model.score_samples(X), expected["score"], rtol=1e-6)
     # A stream pickled mid-way goes on from where it was.
     unpickled.partial_fit(X)
 
