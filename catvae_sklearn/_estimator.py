@@ -163,7 +163,10 @@ class InfoCatVAE(
         Training epochs (>= 0) of the autoencoder (500-500-10 units, separate
         from the model) whose embedding the ``"tsne"`` and
         ``"autoencoder"`` starts use; most of a default fit's time on image
-        data. 0 leaves the ``"tsne"`` map to the principal components alone.
+        data. It trains under bfloat16 autocast on CPUs with native bfloat16
+        instructions (AVX-512 BF16 or AMX) and on CUDA, in float32
+        elsewhere. 0 leaves the ``"tsne"`` map to the principal components
+        alone.
 
     guide_iter : int or None, default=None
         How long the pull towards the initial labels lasts. ``None`` keeps

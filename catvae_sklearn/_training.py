@@ -194,7 +194,7 @@ def learned_embedding(data, likelihood, device, epochs, batch_size, learning_rat
     optimizer = adam(network.parameters(), learning_rate)
 
     def step(xb, guide_labels, guide_weight):
-        with mixed_precision(device):
+        with mixed_precision(device, on_cpu=True):
             loss = network.reconstruction_loss(xb)
         optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()

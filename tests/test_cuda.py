@@ -99,7 +99,7 @@ def test_mixed_precision_training_keeps_the_float32_elbo():
     X, _ = digits(400)
     mixed = InfoCatVAE(n_clusters=5, device="cuda", **QUICK).fit(X)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_training, "mixed_precision", lambda device: contextlib.nullcontext())
+        patch.setattr(_training, "mixed_precision", lambda *args, **kwargs: contextlib.nullcontext())
         full = InfoCatVAE(n_clusters=5, device="cuda", **QUICK).fit(X)
     # score() is always computed in float32; the two fits differ by rounding
     # and by the random draws that rounding reorders, not systematically.
@@ -120,7 +120,7 @@ def test_bfloat16_training_reaches_the_elbo_of_float32_within_the_spread_of_seed
     for name, seed in (("bfloat16", 0), ("float32", 0), ("float32, other seed", 1)):
         with pytest.MonkeyPatch.context() as patch:
             if name.startswith("float32"):
-                patch.setattr(_training, "mixed_precision", lambda device: contextlib.nullcontext())
+                patch.setattr(_training, "mixed_precision", lambda *args, **kwargs: contextlib.nullcontext())
             scores[name] = InfoCatVAE(random_state=seed, **settings).fit(X).score(X)
     seed_spread = abs(scores["float32"] - scores["float32, other seed"])
     assert abs(scores["bfloat16"] - scores["float32"]) <= max(seed_spread, 0.01 * abs(scores["float32"]))

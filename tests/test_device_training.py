@@ -53,6 +53,15 @@ def test_cpu_training_runs_in_float32():
         assert not torch.is_autocast_enabled("cpu")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_autoencoder_runs_in_bfloat16_only_where_the_cpu_multiplies_it(monkeypatch, native):
+    monkeypatch.setattr(_device, "_cpu_multiplies_bfloat16", lambda: native)
+    with _device.mixed_precision(torch.device("cpu"), on_cpu=True):
+        assert torch.is_autocast_enabled("cpu") == native
+    with _device.mixed_precision(torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")
+
+
 @pytest.mark.parametrize("min_decode_proba", [0.0, 0.05])
 def test_elbo_under_bfloat16_autocast_is_finite_and_close_to_float32(min_decode_proba):
     # The GPU trains under bfloat16 autocast; the CPU's autocast rounds the

@@ -10,7 +10,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 
 from catvae_sklearn import InfoCatVAE
-from catvae_sklearn import _starts, _training
+from catvae_sklearn import _device, _starts, _training
 from catvae_sklearn.metrics import latent_silhouette_scorer
 
 from ._helpers import QUICK, blobs, digits
@@ -180,8 +180,12 @@ def test_latent_silhouette_subsamples_large_input_of_any_array_type():
     assert sub == pytest.approx(full, abs=0.1)
 
 
+@pytest.mark.parametrize("bfloat16", [True, False])
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-def test_autoencoder_embedding_is_trained_and_reproducible(likelihood):
+def test_autoencoder_embedding_is_trained_and_reproducible(monkeypatch, likelihood, bfloat16):
+    # Whether the autoencoder trains under bfloat16 on the CPU depends on
+    # the CPU's instructions: both ways are checked, whatever this CPU has.
+    monkeypatch.setattr(_device, "_cpu_multiplies_bfloat16", lambda: bfloat16)
     X, y = digits(400)
     if likelihood == "gaussian":
         X = StandardScaler().fit_transform(X)
@@ -191,7 +195,8 @@ def test_autoencoder_embedding_is_trained_and_reproducible(likelihood):
     first = _training.learned_embedding(data, likelihood, cpu, 20, 32, 1e-3)
     torch.manual_seed(0)
     again = _training.learned_embedding(data, likelihood, cpu, 20, 32, 1e-3)
-    assert first.shape == (400, 10)
+    assert first.shape == (400, 10) and first.dtype == np.float32
+    assert np.isfinite(first).all()
     np.testing.assert_array_equal(first, again)
     torch.manual_seed(0)
     untrained = _training.learned_embedding(data, likelihood, cpu, 0, 32, 1e-3)
