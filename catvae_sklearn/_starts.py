@@ -14,7 +14,6 @@ steered towards.
 """
 
 import contextlib
-import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ import numpy as np
 from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from sklearn.metrics import adjusted_rand_score, pairwise_distances_argmin
+from sklearn.metrics import pairwise_distances_argmin
 from sklearn.mixture import GaussianMixture
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 # Past this many features a full-covariance mixture has too many parameters
 # and Euclidean distances concentrate: ``init_params="auto"`` switches from
@@ -36,8 +35,10 @@ _AUTO_TSNE_MIN_FEATURES = 50
 # a random subsample and the other rows take their nearest neighbour's label.
 _TSNE_MAX_ROWS = 20_000
 
-# Mixture fits on the t-SNE map, of which chosen_map_fit keeps one.
+# Mixture fits on the t-SNE map, and how they are judged; see chosen_map_fit.
 _MAP_MIXTURE_INITS = 10
+_MAP_NEIGHBOURS = 10
+_MAP_LOG_LIKELIHOOD_TOLERANCE = 0.002
 
 # A full covariance per cluster has d(d+1)/2 parameters, more than small
 # tabular data can pin down, so the mixture start lets BIC choose among these.
@@ -285,12 +286,14 @@ def map_mixture_labels(embedding, n_clusters, seed):
     fits = map_mixture_fits(embedding, n_clusters, seed)
     if not fits:
         return kmeans_start(embedding, n_clusters, seed)
-    return chosen_map_fit(fits)[1]
+    return chosen_map_fit(fits)[2]
 
 
 def map_mixture_fits(embedding, n_clusters, seed):
     """``_MAP_MIXTURE_INITS`` mixture fits of a map, as ``(log-likelihood per
-    point, labels)``."""
+    point, share of the map's nearest-neighbour edges cut, labels)``."""
+    neighbours = NearestNeighbors(n_neighbors=min(_MAP_NEIGHBOURS + 1, len(embedding)))
+    edges = neighbours.fit(embedding).kneighbors(embedding, return_distance=False)[:, 1:]
     rng = np.random.RandomState(seed)
     fits = []
     for _ in range(_MAP_MIXTURE_INITS):
@@ -299,23 +302,21 @@ def map_mixture_fits(embedding, n_clusters, seed):
             labels = mixture.fit(embedding).predict(embedding)
         except ValueError:  # a component collapsed onto duplicated points
             continue
-        fits.append((mixture.score(embedding), labels))
+        cut = (labels[edges] != labels[:, None]).mean()
+        fits.append((mixture.score(embedding), cut, labels))
     return fits
 
 
-def chosen_map_fit(fits):
-    """The fit the start keeps, of those :func:`map_mixture_fits` returns:
-    the one that agrees most with the others.
+def chosen_map_fit(fits, tolerance=_MAP_LOG_LIKELIHOOD_TOLERANCE):
+    """The fit the start keeps, of those :func:`map_mixture_fits` returns.
 
     t-SNE draws classes as islands, and a mixture can split a long island
-    and merge two others at nearly the same likelihood, at times a higher
-    one, so the likeliest fit is not the safest. Most inits find the same
-    islands: the fit with the highest mean adjusted Rand index to the other
-    fits is the partition they agree on (ties go to the likelier).
+    and merge two others at nearly the same likelihood. So the fits within
+    ``tolerance`` nats per point of the likeliest are candidates, and the
+    one whose clusters cut fewest of the map's nearest-neighbour edges wins
+    (ties to the likelier). A looser tolerance trades likelihood for cut
+    edges too freely.
     """
-    agreement = np.eye(len(fits))
-    for i, j in itertools.combinations(range(len(fits)), 2):
-        agreement[i, j] = agreement[j, i] = adjusted_rand_score(fits[i][1], fits[j][1])
-    scores = agreement.sum(1)
-    best = max(range(len(fits)), key=lambda i: (scores[i], fits[i][0]))
-    return fits[best]
+    likeliest = max(log_likelihood for log_likelihood, _, _ in fits)
+    candidates = [fit for fit in fits if fit[0] >= likeliest - tolerance]
+    return min(candidates, key=lambda fit: (fit[1], -fit[0]))

@@ -48,17 +48,15 @@ def test_tsne_start_separates_digit_classes_better_than_kmeans():
     assert adjusted_rand_score(y, tsne) > adjusted_rand_score(y, kmeans) + 0.05
 
 
-def test_map_start_keeps_the_fit_the_other_fits_agree_with_not_the_likeliest():
-    # (log-likelihood per point, labels); renamed clusters are the same partition.
-    islands = np.repeat(np.arange(3), 20)
-    splits_an_island = (-8.3991, np.r_[np.zeros(10), np.ones(30), 2 * np.ones(20)])
-    finds_the_islands = (-8.4004, islands)
-    same_renamed = (-8.4010, (islands + 1) % 3)
-    fits = [splits_an_island, finds_the_islands, same_renamed]
+def test_map_start_keeps_the_fit_that_cuts_fewest_edges_among_nearly_likeliest():
+    # (log-likelihood per point, share of map edges cut, labels)
+    splits_an_island = (-8.3991, 0.011, "splits")
+    finds_the_islands = (-8.4004, 0.008, "islands")
+    unlikely = (-8.4100, 0.002, "unlikely")
+    fits = [splits_an_island, finds_the_islands, unlikely]
     assert _starts.chosen_map_fit(fits) is finds_the_islands
-    # Equal agreement goes to the likelier fit.
-    assert _starts.chosen_map_fit([same_renamed, finds_the_islands]) is finds_the_islands
-    assert _starts.chosen_map_fit([splits_an_island]) is splits_an_island
+    # An equal cut goes to the likelier fit.
+    assert _starts.chosen_map_fit([finds_the_islands, (-8.3991, 0.008, "")])[0] == -8.3991
 
 
 def test_map_mixture_labels_every_point_and_survives_duplicated_points():
