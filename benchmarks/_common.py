@@ -52,6 +52,15 @@ def header_markdown(title):
     return f"# {title}\n\n{rows}\n"
 
 
+def publish(title, intro, table, filename, save=True):
+    """Print ``table``; with ``save``, write it to ``results/filename`` under
+    the machine and versions, ``title`` and the paragraph ``intro``."""
+    print(table)
+    if save:
+        text = header_markdown(title) + f"\n{intro}\n\n{table}\n"
+        print(f"\nwritten to {write_result(filename, text)}")
+
+
 def write_result(filename, text):
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = os.path.join(RESULTS_DIR, filename)

@@ -34,7 +34,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import DEFAULT_MNIST_DIR, header_markdown, markdown_table, write_result  # noqa: E402
+from _common import DEFAULT_MNIST_DIR, markdown_table, publish  # noqa: E402
 
 from catvae_sklearn import InfoCatVAE  # noqa: E402
 from catvae_sklearn.datasets import load_mnist_idx  # noqa: E402
@@ -194,13 +194,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     table = run(args.datasets, args.seeds, args.mnist_dir, args.peers, args.ablations,
                 args.unseen)
-    text = (header_markdown("Clustering accuracy: InfoCatVAE and the alternatives")
-            + f"\nSeeds 0..{args.seeds - 1}; each method is given only the number of clusters. "
-            "Labels are used only to score.\n\n" + table + "\n")
-    print(table)
-    if not args.no_save:
-        filename = "accuracy_" + "_".join(args.datasets) + ".md"
-        print(f"\nwritten to {write_result(filename, text)}")
+    publish("Clustering accuracy: InfoCatVAE and the alternatives",
+            f"Seeds 0..{args.seeds - 1}; each method is given only the number of clusters. "
+            "Labels are used only to score.",
+            table, "accuracy_" + "_".join(args.datasets) + ".md", save=not args.no_save)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from sklearn.metrics.cluster import contingency_matrix
 from sklearn.neural_network import MLPClassifier
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import DEFAULT_MNIST_DIR, header_markdown, markdown_table, write_result  # noqa: E402
+from _common import DEFAULT_MNIST_DIR, markdown_table, publish  # noqa: E402
 from accuracy import load  # noqa: E402
 
 from catvae_sklearn import InfoCatVAE  # noqa: E402
@@ -89,14 +89,11 @@ def main(argv=None):
     parser.add_argument("--no-save", action="store_true", help="print only")
     args = parser.parse_args(argv)
     table = run(args.datasets, args.seeds, args.mnist_dir, args.per_cluster)
-    text = (header_markdown("Conditional generation: samples judged by a classifier")
-            + f"\n{args.per_cluster} samples per cluster (decoder means), labelled by an MLP "
+    publish("Conditional generation: samples judged by a classifier",
+            f"{args.per_cluster} samples per cluster (decoder means), labelled by an MLP "
             "(256 hidden units) trained on the data's labels; each cluster is matched to a class "
-            "by the Hungarian matching of `labels_` to the classes.\n\n" + table + "\n")
-    print(table)
-    if not args.no_save:
-        filename = "generation_" + "_".join(args.datasets) + ".md"
-        print(f"\nwritten to {write_result(filename, text)}")
+            "by the Hungarian matching of `labels_` to the classes.",
+            table, "generation_" + "_".join(args.datasets) + ".md", save=not args.no_save)
 
 
 if __name__ == "__main__":
