@@ -185,7 +185,11 @@ class InfoCatVAE(
         Adam's learning rate (> 0).
 
     max_iter : int, default=20
-        Maximum number of training epochs (>= 1) after the start.
+        Maximum number of training epochs (>= 1) after the start. Training
+        time grows with it, and a search trains anew for every
+        ``n_clusters`` and ``subspace_dim``; fewer epochs leave a lower
+        ELBO and a slightly less accurate partition, which training goes
+        on refining from the start.
 
     tol : float, default=1e-4
         Relative improvement of the monitored loss below which an epoch
