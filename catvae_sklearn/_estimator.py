@@ -139,8 +139,8 @@ class InfoCatVAE(
         dimensions.
 
         - ``"tsne"``: a Gaussian mixture on a 2-D t-SNE map of the
-          principal components joined by the embedding of an autoencoder
-          (see ``pretrain_iter``; t-SNE and the autoencoder see at most
+          principal components, joined where they lose part of the data by
+          the embedding of an autoencoder (see ``pretrain_iter``; t-SNE and the autoencoder see at most
           20,000 rows, the others take their nearest neighbour's label). Of
           10 mixture fits it keeps the one whose clusters cut fewest of the
           map's nearest-neighbour edges among those nearly as likely as the
@@ -159,14 +159,19 @@ class InfoCatVAE(
 
         The user guide compares them; the benchmarks page has the figures.
 
-    pretrain_iter : int, default=50
+    pretrain_iter : int or "auto", default="auto"
         Training epochs (>= 0) of the autoencoder (500-500-10 units, separate
         from the model) whose embedding the ``"tsne"`` and
         ``"autoencoder"`` starts use; most of a default fit's time on image
         data. It trains under bfloat16 autocast on CPUs with native bfloat16
         instructions (AVX-512 BF16 or AMX) and on CUDA, in float32
         elsewhere. 0 leaves the ``"tsne"`` map to the principal components
-        alone.
+        alone. ``"auto"`` trains it 50 epochs for the ``"autoencoder"``
+        start, and for the ``"tsne"`` start only where the 50 principal
+        components leave more than 1% of the data's variance out (such as
+        MNIST's 784 pixels, not the 64 of scikit-learn's digits): where they
+        keep nearly all of it, the map of the components alone is as good
+        or better, and the fit several times faster.
 
     guide_iter : int or None, default=None
         How long the pull towards the initial labels lasts. ``None`` keeps
@@ -316,7 +321,7 @@ class InfoCatVAE(
         "min_decode_proba": [Interval(Real, 0, 1, closed="both"), StrOptions({"auto"})],
         "likelihood": [StrOptions({"auto", BERNOULLI, GAUSSIAN})],
         "init_params": [StrOptions({"auto", "tsne", "gmm", "kmeans", "spectral", "autoencoder", "random"})],
-        "pretrain_iter": [Interval(Integral, 0, None, closed="left")],
+        "pretrain_iter": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "guide_iter": [Interval(Integral, 0, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
@@ -344,7 +349,7 @@ class InfoCatVAE(
         min_decode_proba="auto",
         likelihood="auto",
         init_params="auto",
-        pretrain_iter=50,
+        pretrain_iter="auto",
         guide_iter=None,
         batch_size="auto",
         learning_rate_init=1e-3,

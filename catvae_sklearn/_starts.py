@@ -8,7 +8,8 @@ part that a grid search over ``n_clusters`` and ``subspace_dim`` can cache;
 ``data`` is the training data as the encoder sees it (standardised for a
 Gaussian likelihood), a float32 numpy array; ``embed`` maps rows of ``data``
 to the embedding of an autoencoder trained on them, or is None when none is
-learned (``pretrain_iter=0``). Nothing here knows about torch: the training
+learned (``pretrain_iter=0``, or ``"auto"`` where :func:`pretrain_epochs`
+finds none is needed). Nothing here knows about torch: the training
 module builds ``embed`` and turns the labels into the guide that q(c|x) is
 steered towards.
 """
@@ -26,6 +27,10 @@ from sklearn.metrics import pairwise_distances_argmin
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
+# Wide data are reduced to this many principal components before a start
+# clusters or maps them.
+_PRINCIPAL_COMPONENTS = 50
+
 # Past this many features a full-covariance mixture has too many parameters
 # and Euclidean distances concentrate: ``init_params="auto"`` switches from
 # a mixture on the data to a mixture on a t-SNE map.
@@ -39,6 +44,13 @@ _TSNE_MAX_ROWS = 20_000
 _MAP_MIXTURE_INITS = 10
 _MAP_NEIGHBOURS = 10
 _MAP_LOG_LIKELIHOOD_TOLERANCE = 0.002
+
+# The autoencoder's embedding joins the map's input (pretrain_iter="auto")
+# only where the principal components lose part of the data. When they keep
+# all but this share of its variance, t-SNE already sees the data nearly
+# whole, and an embedding learned from a few thousand rows adds its own noise.
+_EMBEDDING_MIN_DISCARDED_VARIANCE = 0.01
+_AUTO_PRETRAIN_ITER = 50
 
 # t-SNE's step size per row mapped, in scikit-learn's units. Its "auto" rate
 # (1/48) suits the 250 exaggerated iterations but leaves the unexaggerated
@@ -56,6 +68,18 @@ def resolve_init(init_params, n_features):
     if init_params != "auto":
         return init_params
     return "tsne" if n_features > _AUTO_TSNE_MIN_FEATURES else "gmm"
+
+
+def pretrain_epochs(pretrain_iter, init_params, data, seed):
+    """The autoencoder epochs ``pretrain_iter`` stands for: itself when an
+    integer; for ``"auto"``, ``_AUTO_PRETRAIN_ITER`` where the start
+    ``init_params`` asks for an embedding of ``data`` (see
+    :attr:`Start.wants_embedding`), else 0."""
+    if pretrain_iter != "auto":
+        return pretrain_iter
+    wants = STARTS[init_params].wants_embedding
+    with _guarded():
+        return _AUTO_PRETRAIN_ITER if wants is not None and wants(data, seed) else 0
 
 
 def start_features(init_params, data, seed, embed=None):
@@ -188,14 +212,11 @@ def tsne_features(data, seed, embed=None):
     come out as separate islands of arbitrary shape.
     """
     values = _principal_components(data, seed)
-    subset = np.arange(values.shape[0])
     if not _has_spread(values):
         # scikit-learn's Barnes-Hut t-SNE crashes the interpreter
         # (segmentation fault) when every point is the same.
-        return TsneMap(values, subset, None)
-    if len(subset) > _TSNE_MAX_ROWS:
-        rng = np.random.default_rng(seed)
-        subset = np.sort(rng.choice(len(subset), _TSNE_MAX_ROWS, replace=False))
+        return TsneMap(values, np.arange(values.shape[0]), None)
+    subset = _mapped_rows(len(values), seed)
     embedding = tsne_map(map_input(values[subset], data[subset], embed), seed)
     return TsneMap(values, subset, embedding)
 
@@ -213,22 +234,53 @@ def tsne_labels(features, n_clusters, seed):
     return labels
 
 
+def _mapped_rows(n_rows, seed):
+    """Indices of the rows the t-SNE map sees: all, or ``_TSNE_MAX_ROWS``
+    drawn at random."""
+    if n_rows <= _TSNE_MAX_ROWS:
+        return np.arange(n_rows)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_rows, _TSNE_MAX_ROWS, replace=False))
+
+
+def principal_components_lose_data(data, seed):
+    """Whether the principal components that the t-SNE map starts from leave
+    more than ``_EMBEDDING_MIN_DISCARDED_VARIANCE`` of the variance of the
+    rows it maps out."""
+    rows = data[_mapped_rows(len(data), seed)]
+    if rows.shape[1] <= _PRINCIPAL_COMPONENTS or not _has_spread(rows):
+        return False
+    pca = PCA(min(_PRINCIPAL_COMPONENTS, rows.shape[0]), random_state=seed).fit(rows)
+    return 1.0 - float(pca.explained_variance_ratio_.sum()) > _EMBEDDING_MIN_DISCARDED_VARIANCE
+
+
+def _always(data, seed):
+    return True
+
+
 @dataclass(frozen=True)
 class Start:
-    """A start in two steps; see the module docstring. ``embeds``: whether
-    its first step uses the autoencoder's embedding."""
+    """A start in two steps; see the module docstring. ``wants_embedding``:
+    None when its first step ignores the autoencoder's embedding, else
+    ``wants_embedding(data, seed)`` says whether ``pretrain_iter="auto"``
+    learns one for ``data``."""
 
     features: Callable
     labels: Callable
-    embeds: bool = False
+    wants_embedding: Callable | None = None
+
+    @property
+    def embeds(self):
+        """Whether its first step uses the autoencoder's embedding."""
+        return self.wants_embedding is not None
 
 
 STARTS = {
-    "tsne": Start(tsne_features, tsne_labels, embeds=True),
+    "tsne": Start(tsne_features, tsne_labels, wants_embedding=principal_components_lose_data),
     "gmm": Start(_principal_components_of, mixture_start),
     "kmeans": Start(_data, kmeans_start),
     "spectral": Start(_principal_components_of, spectral_start),
-    "autoencoder": Start(_embedding, kmeans_start, embeds=True),
+    "autoencoder": Start(_embedding, kmeans_start, wants_embedding=_always),
 }
 
 
@@ -245,11 +297,11 @@ def nearest_centres(data, centres):
 
 
 # -------------------------------------------------------------- helpers
-def _principal_components(values, seed, max_components=50):
-    """``values`` reduced by PCA to ``max_components`` dimensions, when wider."""
-    if values.shape[1] <= max_components:
+def _principal_components(values, seed):
+    """``values`` reduced by PCA to ``_PRINCIPAL_COMPONENTS`` dimensions, when wider."""
+    if values.shape[1] <= _PRINCIPAL_COMPONENTS:
         return values
-    n_components = min(max_components, values.shape[0])
+    n_components = min(_PRINCIPAL_COMPONENTS, values.shape[0])
     return PCA(n_components, random_state=seed).fit_transform(values)
 
 

@@ -21,7 +21,14 @@ from sklearn.exceptions import ConvergenceWarning
 from ._cuda_graph import GraphedTrainingStep, can_capture
 from ._device import batches, map_batches, mixed_precision, rows, seeded, to_tensor
 from ._model import Autoencoder
-from ._starts import STARTS, kmeans_centres, nearest_centres, start_features, start_labels
+from ._starts import (
+    STARTS,
+    kmeans_centres,
+    nearest_centres,
+    pretrain_epochs,
+    start_features,
+    start_labels,
+)
 from ._threads import rebalance
 
 # Rows per batch when the whole training set is mapped through a network
@@ -50,7 +57,7 @@ class TrainingConfig:
     info_weight: float
     balance_weight: float
     min_decode_proba: float
-    pretrain_iter: int
+    pretrain_iter: int | str
     guide_iter: int | None
     seed: int
     verbose: int = 0
@@ -229,12 +236,13 @@ def guide_features(init_params, data, seed, likelihood, device, pretrain_iter, b
         ran.append(True)
     phases = Phases() if phases is None else phases
     device = torch.device(device)
+    epochs = pretrain_epochs(pretrain_iter, init_params, data, seed)
     def embed(rows_):
         with phases("autoencoder"):
-            return learned_embedding(rows_, likelihood, device, pretrain_iter, batch_size,
+            return learned_embedding(rows_, likelihood, device, epochs, batch_size,
                                      learning_rate, verbose)
 
-    learns = pretrain_iter > 0 and STARTS[init_params].embeds
+    learns = epochs > 0 and STARTS[init_params].embeds
     with seeded(seed, device):
         return start_features(init_params, data, seed, embed if learns else None)
 

@@ -250,6 +250,41 @@ def test_tsne_start_learns_an_embedding_only_when_pretrain_iter_is_positive(monk
     assert calls == ([(300, 64)] if pretrain_iter else [])
 
 
+def _with_noise_pixels(X, n_noise, seed=0):
+    """``X`` with ``n_noise`` columns of uniform noise in [0, 1] beside it:
+    variance that 50 principal components cannot keep."""
+    noise = np.random.default_rng(seed).uniform(size=(len(X), n_noise))
+    return np.hstack([X, noise])
+
+
+def test_principal_components_lose_data_only_where_they_drop_variance():
+    X, _ = digits(300)  # 64 pixels: 50 components keep nearly all their variance
+    assert not _starts.principal_components_lose_data(X.astype(np.float32), 0)
+    assert _starts.principal_components_lose_data(_with_noise_pixels(X, 100), 0)
+    assert not _starts.principal_components_lose_data(np.full((100, 80), 0.5), 0)
+
+
+def test_auto_pretrain_iter_trains_the_autoencoder_only_where_the_components_lose_data(monkeypatch):
+    epochs = []
+    learned_embedding = _training.learned_embedding
+
+    def recorded(rows, likelihood, device, n_epochs, *args):
+        epochs.append(n_epochs)
+        return learned_embedding(rows, likelihood, device, n_epochs, *args)
+
+    monkeypatch.setattr(_training, "learned_embedding", recorded)
+    monkeypatch.setattr(_starts, "_AUTO_PRETRAIN_ITER", 2)
+    X, _ = digits(300)
+    settings = {**QUICK, "pretrain_iter": "auto", "max_iter": 2}
+    InfoCatVAE(5, init_params="tsne", **settings).fit(X)
+    assert epochs == []
+    InfoCatVAE(5, init_params="tsne", **settings).fit(_with_noise_pixels(X, 100))
+    assert epochs == [2]
+    InfoCatVAE(5, init_params="autoencoder", **settings).fit(X)
+    assert epochs == [2, 2]
+    assert InfoCatVAE().pretrain_iter == "auto"
+
+
 def test_autoencoder_start_finds_separated_blobs():
     X, y = blobs(300, centers=3, n_features=20)
     model = InfoCatVAE(3, init_params="autoencoder", **QUICK).fit(X)
