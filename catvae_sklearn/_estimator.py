@@ -140,12 +140,12 @@ class InfoCatVAE(
 
         - ``"tsne"``: a Gaussian mixture on a 2-D t-SNE map of the
           principal components, joined where they lose part of the data by
-          the embedding of an autoencoder (see ``pretrain_iter``; t-SNE and the autoencoder see at most
-          20,000 rows, the others take their nearest neighbour's label). Of
-          10 mixture fits it keeps the one whose clusters cut fewest of the
-          map's nearest-neighbour edges among those nearly as likely as the
-          likeliest. Follows curved, elongated classes such as handwritten
-          digits.
+          the embedding of an autoencoder (see ``pretrain_iter``; t-SNE and
+          the autoencoder see at most 20,000 rows, the others take their
+          nearest neighbour's label). Of 10 mixture fits it keeps the one
+          whose clusters cut fewest of the map's nearest-neighbour edges
+          among those nearly as likely as the likeliest. Follows curved,
+          elongated classes such as handwritten digits.
         - ``"gmm"``: a Gaussian mixture on the data, with full, tied,
           diagonal or spherical covariances, whichever has the lowest BIC.
           Suits tabular data.
