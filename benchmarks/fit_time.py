@@ -9,7 +9,7 @@ In one run, on the same data:
 - ``--grid``: ``GridSearchCV`` over 3 values of ``n_clusters`` x 2 of
   ``subspace_dim`` with ``cv=3`` and ``memory`` set, against one default fit;
 - ``--side-by-side``: two default fits running at once in two processes,
-  against one alone;
+  against one alone (medians of ``--repeats`` rounds);
 - ``--rows N``: a default fit on N rows of MNIST images shifted by up to 2
   pixels, with its peak memory (run in a fresh process) and accuracy.
 
@@ -147,15 +147,21 @@ def _result(process):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def side_by_side_section(name, mnist_dir):
-    alone = _result(_child(name, mnist_dir))["seconds"]
-    pair = [_child(name, mnist_dir), _child(name, mnist_dir)]
-    together = [_result(p)["seconds"] for p in pair]
+def side_by_side_section(name, mnist_dir, repeats):
+    """One fit alone, then two at once, ``repeats`` times in turn; medians."""
+    alone, together = [], [[], []]
+    for _ in range(repeats):
+        alone.append(_result(_child(name, mnist_dir))["seconds"])
+        pair = [_child(name, mnist_dir), _child(name, mnist_dir)]
+        for seconds, process in zip(together, pair):
+            seconds.append(_result(process)["seconds"])
+    alone = float(np.median(alone))
     rows = [["one fit alone", f"{alone:.1f}", "1.00"]] + [
         [f"fit {i + 1} of two at once", f"{s:.1f}", f"{s / alone:.2f}"]
-        for i, s in enumerate(together)]
+        for i, s in enumerate(float(np.median(t)) for t in together)]
     return (f"## Two fits side by side on {name}\n\nEach a process of its own with torch's "
-            f"default threads ({os.cpu_count()} cores here).\n\n"
+            f"default threads ({os.cpu_count()} cores here); medians of {repeats} rounds of "
+            "one fit alone, then two at once.\n\n"
             + markdown_table(["run", "seconds", "ratio to alone"], rows))
 
 
@@ -180,13 +186,14 @@ def main(argv=None):
     parser.add_argument("--side-by-side", action="store_true")
     parser.add_argument("--rows", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3,
-                        help="fits of each method in the phase table (medians)")
+                        help="fits of each method in the phase table, and rounds of the "
+                             "side-by-side run (medians)")
     parser.add_argument("--mnist-dir", default=DEFAULT_MNIST_DIR)
     args = parser.parse_args(argv)
     # --grid and --rows are long runs of their own; the phase table comes without them.
     sections = [] if args.grid or args.rows else [phase_section(args.datasets, args.mnist_dir, args.repeats)]
     if args.side_by_side:
-        sections.append(side_by_side_section(args.datasets[0], args.mnist_dir))
+        sections.append(side_by_side_section(args.datasets[0], args.mnist_dir, args.repeats))
     if args.grid:
         sections.append(grid_section(args.datasets[-1], args.mnist_dir))
     if args.rows:
