@@ -243,6 +243,9 @@ def guide_features(init_params, data, seed, likelihood, device, pretrain_iter, b
                                      learning_rate, verbose)
 
     learns = epochs > 0 and STARTS[init_params].embeds
+    if verbose and not learns and pretrain_iter == "auto" and STARTS[init_params].embeds:
+        print("[InfoCatVAE] autoencoder: skipped, the principal components keep nearly all "
+              "the variance (pretrain_iter='auto')", flush=True)
     with seeded(seed, device):
         return start_features(init_params, data, seed, embed if learns else None)
 

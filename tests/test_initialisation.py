@@ -264,7 +264,9 @@ def test_principal_components_lose_data_only_where_they_drop_variance():
     assert not _starts.principal_components_lose_data(np.full((100, 80), 0.5), 0)
 
 
-def test_auto_pretrain_iter_trains_the_autoencoder_only_where_the_components_lose_data(monkeypatch):
+def test_auto_pretrain_iter_trains_the_autoencoder_only_where_the_components_lose_data(
+    monkeypatch, capsys
+):
     epochs = []
     learned_embedding = _training.learned_embedding
 
@@ -276,8 +278,9 @@ def test_auto_pretrain_iter_trains_the_autoencoder_only_where_the_components_los
     monkeypatch.setattr(_starts, "_AUTO_PRETRAIN_ITER", 2)
     X, _ = digits(300)
     settings = {**QUICK, "pretrain_iter": "auto", "max_iter": 2}
-    InfoCatVAE(5, init_params="tsne", **settings).fit(X)
+    InfoCatVAE(5, init_params="tsne", verbose=1, **settings).fit(X)
     assert epochs == []
+    assert "autoencoder: skipped" in capsys.readouterr().out
     InfoCatVAE(5, init_params="tsne", **settings).fit(_with_noise_pixels(X, 100))
     assert epochs == [2]
     InfoCatVAE(5, init_params="autoencoder", **settings).fit(X)
