@@ -248,9 +248,10 @@ def principal_components_lose_data(data, seed):
     more than ``_EMBEDDING_MIN_DISCARDED_VARIANCE`` of the variance of the
     rows it maps out."""
     rows = data[_mapped_rows(len(data), seed)]
-    if rows.shape[1] <= _PRINCIPAL_COMPONENTS or not _has_spread(rows):
+    pca = _pca(rows, seed)
+    if pca is None or not _has_spread(rows):
         return False
-    pca = PCA(min(_PRINCIPAL_COMPONENTS, rows.shape[0]), random_state=seed).fit(rows)
+    pca.fit(rows)
     return 1.0 - float(pca.explained_variance_ratio_.sum()) > _EMBEDDING_MIN_DISCARDED_VARIANCE
 
 
@@ -297,12 +298,18 @@ def nearest_centres(data, centres):
 
 
 # -------------------------------------------------------------- helpers
+def _pca(values, seed):
+    """The (unfitted) PCA that reduces ``values`` to ``_PRINCIPAL_COMPONENTS``
+    dimensions, or None when they are no wider."""
+    if values.shape[1] <= _PRINCIPAL_COMPONENTS:
+        return None
+    return PCA(min(_PRINCIPAL_COMPONENTS, values.shape[0]), random_state=seed)
+
+
 def _principal_components(values, seed):
     """``values`` reduced by PCA to ``_PRINCIPAL_COMPONENTS`` dimensions, when wider."""
-    if values.shape[1] <= _PRINCIPAL_COMPONENTS:
-        return values
-    n_components = min(_PRINCIPAL_COMPONENTS, values.shape[0])
-    return PCA(n_components, random_state=seed).fit_transform(values)
+    pca = _pca(values, seed)
+    return values if pca is None else pca.fit_transform(values)
 
 
 def _has_spread(values):
