@@ -149,13 +149,13 @@ def _result(process):
 
 def side_by_side_section(name, mnist_dir, repeats):
     """One fit alone, then two at once, ``repeats`` times in turn; medians."""
-    alone, together = [], [[], []]
+    alone_times, together = [], [[], []]
     for _ in range(repeats):
-        alone.append(_result(_child(name, mnist_dir))["seconds"])
+        alone_times.append(_result(_child(name, mnist_dir))["seconds"])
         pair = [_child(name, mnist_dir), _child(name, mnist_dir)]
         for seconds, process in zip(together, pair):
             seconds.append(_result(process)["seconds"])
-    alone = float(np.median(alone))
+    alone = float(np.median(alone_times))
     rows = [["one fit alone", f"{alone:.1f}", "1.00"]] + [
         [f"fit {i + 1} of two at once", f"{s:.1f}", f"{s / alone:.2f}"]
         for i, s in enumerate(float(np.median(t)) for t in together)]
@@ -191,7 +191,8 @@ def main(argv=None):
     parser.add_argument("--mnist-dir", default=DEFAULT_MNIST_DIR)
     args = parser.parse_args(argv)
     # --grid and --rows are long runs of their own; the phase table comes without them.
-    sections = [] if args.grid or args.rows else [phase_section(args.datasets, args.mnist_dir, args.repeats)]
+    sections = ([] if args.grid or args.rows
+                else [phase_section(args.datasets, args.mnist_dir, args.repeats)])
     if args.side_by_side:
         sections.append(side_by_side_section(args.datasets[0], args.mnist_dir, args.repeats))
     if args.grid:
