@@ -23,9 +23,9 @@ import numpy as np
 from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from sklearn.metrics import pairwise_distances_argmin
+from sklearn.metrics import pairwise_distances, pairwise_distances_argmin, silhouette_score
 from sklearn.mixture import GaussianMixture
-from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+from sklearn.neighbors import KNeighborsClassifier
 
 # Wide data are reduced to this many principal components before a start
 # clusters or maps them.
@@ -41,9 +41,10 @@ _AUTO_TSNE_MIN_FEATURES = 50
 _TSNE_MAX_ROWS = 20_000
 
 # Mixture fits on the t-SNE map, and how they are judged; see chosen_map_fit.
+# The silhouette costs O(n^2): it is taken on this many points of the map,
+# the same for every fit.
 _MAP_MIXTURE_INITS = 10
-_MAP_NEIGHBOURS = 10
-_MAP_LOG_LIKELIHOOD_TOLERANCE = 0.002
+_MAP_SILHOUETTE_ROWS = 2_000
 
 # The autoencoder's embedding joins the map's input (pretrain_iter="auto")
 # only where the principal components lose part of the data. When they keep
@@ -357,14 +358,12 @@ def map_mixture_labels(embedding, n_clusters, seed):
     fits = map_mixture_fits(embedding, n_clusters, seed)
     if not fits:
         return kmeans_start(embedding, n_clusters, seed)
-    return chosen_map_fit(fits)[2]
+    return chosen_map_fit(embedding, fits, seed)
 
 
 def map_mixture_fits(embedding, n_clusters, seed):
-    """``_MAP_MIXTURE_INITS`` mixture fits of a map, as ``(log-likelihood per
-    point, share of the map's nearest-neighbour edges cut, labels)``."""
-    neighbours = NearestNeighbors(n_neighbors=min(_MAP_NEIGHBOURS + 1, len(embedding)))
-    edges = neighbours.fit(embedding).kneighbors(embedding, return_distance=False)[:, 1:]
+    """``_MAP_MIXTURE_INITS`` mixture fits of a map, as ``(labels,
+    log-likelihood per point)``."""
     rng = np.random.RandomState(seed)
     fits = []
     for _ in range(_MAP_MIXTURE_INITS):
@@ -373,21 +372,33 @@ def map_mixture_fits(embedding, n_clusters, seed):
             labels = mixture.fit(embedding).predict(embedding)
         except ValueError:  # a component collapsed onto duplicated points
             continue
-        cut = (labels[edges] != labels[:, None]).mean()
-        fits.append((mixture.score(embedding), cut, labels))
+        fits.append((labels, mixture.score(embedding)))
     return fits
 
 
-def chosen_map_fit(fits, tolerance=_MAP_LOG_LIKELIHOOD_TOLERANCE):
-    """The fit the start keeps, of those :func:`map_mixture_fits` returns.
+def chosen_map_fit(embedding, fits, seed):
+    """The labels of the fit the start keeps, of ``fits`` as
+    :func:`map_mixture_fits` returns them.
 
     t-SNE draws classes as islands, and a mixture can split a long island
-    and merge two others at nearly the same likelihood. So the fits within
-    ``tolerance`` nats per point of the likeliest are candidates, and the
-    one whose clusters cut fewest of the map's nearest-neighbour edges wins
-    (ties to the likelier). A looser tolerance trades likelihood for cut
-    edges too freely.
+    and merge two others at nearly the same likelihood, more often the
+    fewer the points. So the fits are judged by how well their clusters
+    are separated on the map, by the silhouette (on at most
+    ``_MAP_SILHOUETTE_ROWS`` points, the same for every fit), and the
+    likelier of equally separated fits wins.
     """
-    likeliest = max(log_likelihood for log_likelihood, _, _ in fits)
-    candidates = [fit for fit in fits if fit[0] >= likeliest - tolerance]
-    return min(candidates, key=lambda fit: (fit[1], -fit[0]))
+    rows = np.random.RandomState(seed).choice(
+        len(embedding), min(_MAP_SILHOUETTE_ROWS, len(embedding)), replace=False
+    )
+    distances = pairwise_distances(embedding[rows])  # once, for every fit
+    judged = [(_silhouette(distances, labels[rows]), log_likelihood, i)
+              for i, (labels, log_likelihood) in enumerate(fits)]
+    return fits[max(judged)[2]][0]
+
+
+def _silhouette(distances, labels):
+    """The silhouette of ``labels`` given the points' pairwise ``distances``;
+    -1, the worst, where it is undefined (one cluster, or as many as points)."""
+    if not 1 < len(np.unique(labels)) < len(labels):
+        return -1.0
+    return float(silhouette_score(distances, labels, metric="precomputed"))

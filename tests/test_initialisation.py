@@ -60,15 +60,37 @@ def test_tsne_map_gets_closer_to_its_optimum_than_scikit_learns_default_step():
     assert ours.kl_divergence_ < 0.97 * auto.kl_divergence_
 
 
-def test_map_start_keeps_the_fit_that_cuts_fewest_edges_among_nearly_likeliest():
-    # (log-likelihood per point, share of map edges cut, labels)
-    splits_an_island = (-8.3991, 0.011, "splits")
-    finds_the_islands = (-8.4004, 0.008, "islands")
-    unlikely = (-8.4100, 0.002, "unlikely")
-    fits = [splits_an_island, finds_the_islands, unlikely]
-    assert _starts.chosen_map_fit(fits) is finds_the_islands
-    # An equal cut goes to the likelier fit.
-    assert _starts.chosen_map_fit([finds_the_islands, (-8.3991, 0.008, "")])[0] == -8.3991
+def test_map_start_keeps_the_best_separated_fit_even_when_less_likely():
+    # A wide island and two small ones close together: a fit that cuts the
+    # wide one in two and merges the small ones must lose to the islands,
+    # however likely the mixture found it.
+    rng = np.random.RandomState(0)
+    embedding = np.r_[rng.normal((0.0, 0.0), 1.0, (60, 2)), rng.normal((8.0, 0.0), 0.3, (30, 2)),
+                      rng.normal((8.0, 3.0), 0.3, (30, 2))]
+    islands = np.repeat([0, 1, 2], [60, 30, 30])
+    splits = np.r_[(embedding[:60, 0] > 0).astype(int), np.full(60, 2)]
+    assert _starts.chosen_map_fit(embedding, [(splits, -2.0), (islands, -2.6)], seed=0) is islands
+    # Equally separated fits go to the likelier.
+    same = islands.copy()
+    assert _starts.chosen_map_fit(embedding, [(islands, -2.6), (same, -2.5)], seed=0) is same
+
+
+def test_map_start_judges_a_large_map_on_a_subsample(monkeypatch):
+    monkeypatch.setattr(_starts, "_MAP_SILHOUETTE_ROWS", 50)
+    judged = []
+    real = _starts._silhouette
+
+    def spy(distances, labels):
+        judged.append(distances.shape)
+        return real(distances, labels)
+
+    monkeypatch.setattr(_starts, "_silhouette", spy)
+    embedding = np.random.RandomState(0).normal(size=(400, 2))
+    labels = (embedding[:, 0] > 0).astype(int)
+    # A single cluster has no silhouette and loses to any split.
+    one_cluster = np.zeros(400, dtype=int)
+    assert _starts.chosen_map_fit(embedding, [(one_cluster, 0.0), (labels, -1.0)], 0) is labels
+    assert judged == [(50, 50), (50, 50)]
 
 
 def test_map_mixture_labels_every_point_and_survives_duplicated_points():
