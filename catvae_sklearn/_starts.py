@@ -382,18 +382,33 @@ def chosen_map_fit(embedding, fits, seed):
 
     t-SNE draws classes as islands, and a mixture can split a long island
     and merge two others at nearly the same likelihood, more often the
-    fewer the points. So the fits are judged by how well their clusters
-    are separated on the map, by the silhouette (on at most
-    ``_MAP_SILHOUETTE_ROWS`` points, the same for every fit), and the
-    likelier of equally separated fits wins.
+    fewer the points. Such a fit leaves one cluster about twice the others
+    and one about half. So each fit is judged by how well its clusters are
+    separated on the map, the silhouette (on at most
+    ``_MAP_SILHOUETTE_ROWS`` points, the same for every fit), plus how
+    even their sizes are, the entropy of the sizes over its maximum (1 for
+    equal sizes): the model's prior gives every cluster the same weight,
+    and training with the balance term pulls towards equal sizes too. The
+    likelier of equally judged fits wins.
     """
     rows = np.random.RandomState(seed).choice(
         len(embedding), min(_MAP_SILHOUETTE_ROWS, len(embedding)), replace=False
     )
     distances = pairwise_distances(embedding[rows])  # once, for every fit
-    judged = [(_silhouette(distances, labels[rows]), log_likelihood, i)
+    judged = [(_silhouette(distances, labels[rows]) + _evenness(labels), log_likelihood, i)
               for i, (labels, log_likelihood) in enumerate(fits)]
     return fits[max(judged)[2]][0]
+
+
+def _evenness(labels):
+    """Entropy of the cluster sizes over the largest it can be for their
+    number: 1 when every cluster has as many rows, towards 0 as one takes all;
+    0 for a single cluster."""
+    sizes = np.bincount(labels)
+    shares = sizes[sizes > 0] / len(labels)
+    if len(shares) < 2:
+        return 0.0
+    return float(-(shares * np.log(shares)).sum() / np.log(len(shares)))
 
 
 def _silhouette(distances, labels):

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 
@@ -73,6 +73,26 @@ def test_map_start_keeps_the_best_separated_fit_even_when_less_likely():
     # Equally separated fits go to the likelier.
     same = islands.copy()
     assert _starts.chosen_map_fit(embedding, [(islands, -2.6), (same, -2.5)], seed=0) is same
+
+
+def test_map_start_prefers_even_clusters_among_nearly_equally_separated_fits():
+    # Two islands close together and a long one: merging the pair and
+    # cutting the long island in two is a shade better separated, but
+    # leaves one cluster twice the size of the others.
+    rng = np.random.RandomState(0)
+    embedding = np.r_[rng.normal((0.0, 0.0), 0.3, (50, 2)), rng.normal((2.0, 0.0), 0.3, (50, 2)),
+                      rng.normal((12.0, 0.0), (2.0, 0.3), (50, 2))]
+    islands = np.repeat([0, 1, 2], 50)
+    merged = np.r_[np.zeros(100, dtype=int), 1 + (embedding[100:, 0] > 12.0)]
+    assert silhouette_score(embedding, merged) > silhouette_score(embedding, islands)
+    assert _starts.chosen_map_fit(embedding, [(merged, -2.0), (islands, -2.1)], seed=0) is islands
+
+
+def test_evenness_is_one_for_equal_sizes_and_falls_as_one_cluster_grows():
+    assert _starts._evenness(np.repeat([0, 1, 2], 10)) == pytest.approx(1.0)
+    assert _starts._evenness(np.repeat([0, 1, 2], [10, 10, 80])) < _starts._evenness(
+        np.repeat([0, 1, 2], [20, 20, 60])) < 1.0
+    assert _starts._evenness(np.zeros(5, dtype=int)) == 0.0
 
 
 def test_map_start_judges_a_large_map_on_a_subsample(monkeypatch):
