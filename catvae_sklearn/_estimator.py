@@ -143,8 +143,9 @@ class InfoCatVAE(
           the embedding of an autoencoder (see ``pretrain_iter``; t-SNE and
           the autoencoder see at most 20,000 rows, the others take their
           nearest neighbour's label). Of 10 mixture fits it keeps the one
-          whose clusters are best separated on the map (highest
-          silhouette), which need not be the likeliest. Follows curved,
+          whose clusters are best separated on the map and closest to
+          equal in size (silhouette plus the normalised entropy of the
+          sizes), which need not be the likeliest. Follows curved,
           elongated classes such as handwritten digits.
         - ``"gmm"``: a Gaussian mixture on the data, with full, tied,
           diagonal or spherical covariances, whichever has the lowest BIC.
