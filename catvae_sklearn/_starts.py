@@ -358,7 +358,7 @@ def map_mixture_labels(embedding, n_clusters, seed):
     fits = map_mixture_fits(embedding, n_clusters, seed)
     if not fits:
         return kmeans_start(embedding, n_clusters, seed)
-    return chosen_map_fit(embedding, fits, seed)
+    return chosen_map_fit(embedding, fits, n_clusters, seed)
 
 
 def map_mixture_fits(embedding, n_clusters, seed):
@@ -376,7 +376,7 @@ def map_mixture_fits(embedding, n_clusters, seed):
     return fits
 
 
-def chosen_map_fit(embedding, fits, seed):
+def chosen_map_fit(embedding, fits, n_clusters, seed):
     """The labels of the fit the start keeps, of ``fits`` as
     :func:`map_mixture_fits` returns them.
 
@@ -385,30 +385,32 @@ def chosen_map_fit(embedding, fits, seed):
     fewer the points. Such a fit leaves one cluster about twice the others
     and one about half. So each fit is judged by how well its clusters are
     separated on the map, the silhouette (on at most
-    ``_MAP_SILHOUETTE_ROWS`` points, the same for every fit), plus how
-    even their sizes are, the entropy of the sizes over its maximum (1 for
-    equal sizes): the model's prior gives every cluster the same weight,
-    and training with the balance term pulls towards equal sizes too. The
-    likelier of equally judged fits wins.
+    ``_MAP_SILHOUETTE_ROWS`` points, the same for every fit), plus how even
+    their ``n_clusters`` sizes are, the entropy of the sizes over its
+    maximum (1 for equal sizes, lower for a fit that leaves one empty): the
+    model's prior gives every cluster the same weight, and training with the
+    balance term pulls towards equal sizes too. The likelier of equally
+    judged fits wins.
     """
     rows = np.random.RandomState(seed).choice(
         len(embedding), min(_MAP_SILHOUETTE_ROWS, len(embedding)), replace=False
     )
     distances = pairwise_distances(embedding[rows])  # once, for every fit
-    judged = [(_silhouette(distances, labels[rows]) + _evenness(labels), log_likelihood, i)
+    judged = [(_silhouette(distances, labels[rows]) + _evenness(labels, n_clusters),
+               log_likelihood, i)
               for i, (labels, log_likelihood) in enumerate(fits)]
     return fits[max(judged)[2]][0]
 
 
-def _evenness(labels):
-    """Entropy of the cluster sizes over the largest it can be for their
-    number: 1 when every cluster has as many rows, towards 0 as one takes all;
-    0 for a single cluster."""
-    sizes = np.bincount(labels)
-    shares = sizes[sizes > 0] / len(labels)
-    if len(shares) < 2:
+def _evenness(labels, n_clusters):
+    """Entropy of the sizes of ``n_clusters`` clusters over the largest it can
+    be: 1 when every cluster has as many rows, towards 0 as one takes all
+    (an empty cluster counts, with size 0); 0 when ``n_clusters`` is 1."""
+    if n_clusters < 2:
         return 0.0
-    return float(-(shares * np.log(shares)).sum() / np.log(len(shares)))
+    shares = np.bincount(labels, minlength=n_clusters) / len(labels)
+    shares = shares[shares > 0]
+    return float(-(shares * np.log(shares)).sum() / np.log(n_clusters))
 
 
 def _silhouette(distances, labels):

@@ -69,10 +69,10 @@ def test_map_start_keeps_the_best_separated_fit_even_when_less_likely():
                       rng.normal((8.0, 3.0), 0.3, (30, 2))]
     islands = np.repeat([0, 1, 2], [60, 30, 30])
     splits = np.r_[(embedding[:60, 0] > 0).astype(int), np.full(60, 2)]
-    assert _starts.chosen_map_fit(embedding, [(splits, -2.0), (islands, -2.6)], seed=0) is islands
+    assert _starts.chosen_map_fit(embedding, [(splits, -2.0), (islands, -2.6)], 3, seed=0) is islands
     # Equally separated fits go to the likelier.
     same = islands.copy()
-    assert _starts.chosen_map_fit(embedding, [(islands, -2.6), (same, -2.5)], seed=0) is same
+    assert _starts.chosen_map_fit(embedding, [(islands, -2.6), (same, -2.5)], 3, seed=0) is same
 
 
 def test_map_start_prefers_even_clusters_among_nearly_equally_separated_fits():
@@ -85,14 +85,18 @@ def test_map_start_prefers_even_clusters_among_nearly_equally_separated_fits():
     islands = np.repeat([0, 1, 2], 50)
     merged = np.r_[np.zeros(100, dtype=int), 1 + (embedding[100:, 0] > 12.0)]
     assert silhouette_score(embedding, merged) > silhouette_score(embedding, islands)
-    assert _starts.chosen_map_fit(embedding, [(merged, -2.0), (islands, -2.1)], seed=0) is islands
+    assert _starts.chosen_map_fit(embedding, [(merged, -2.0), (islands, -2.1)], 3, seed=0) is islands
 
 
 def test_evenness_is_one_for_equal_sizes_and_falls_as_one_cluster_grows():
-    assert _starts._evenness(np.repeat([0, 1, 2], 10)) == pytest.approx(1.0)
-    assert _starts._evenness(np.repeat([0, 1, 2], [10, 10, 80])) < _starts._evenness(
-        np.repeat([0, 1, 2], [20, 20, 60])) < 1.0
-    assert _starts._evenness(np.zeros(5, dtype=int)) == 0.0
+    assert _starts._evenness(np.repeat([0, 1, 2], 10), 3) == pytest.approx(1.0)
+    assert _starts._evenness(np.repeat([0, 1, 2], [10, 10, 80]), 3) < _starts._evenness(
+        np.repeat([0, 1, 2], [20, 20, 60]), 3) < 1.0
+    # An empty cluster makes a fit less even than one that fills them all.
+    assert _starts._evenness(np.repeat([0, 1], 15), 3) < _starts._evenness(
+        np.repeat([0, 1, 2], [10, 10, 10]), 3)
+    assert _starts._evenness(np.zeros(5, dtype=int), 3) == 0.0
+    assert _starts._evenness(np.zeros(5, dtype=int), 1) == 0.0
 
 
 def test_map_start_judges_a_large_map_on_a_subsample(monkeypatch):
@@ -109,7 +113,7 @@ def test_map_start_judges_a_large_map_on_a_subsample(monkeypatch):
     labels = (embedding[:, 0] > 0).astype(int)
     # A single cluster has no silhouette and loses to any split.
     one_cluster = np.zeros(400, dtype=int)
-    assert _starts.chosen_map_fit(embedding, [(one_cluster, 0.0), (labels, -1.0)], 0) is labels
+    assert _starts.chosen_map_fit(embedding, [(one_cluster, 0.0), (labels, -1.0)], 2, 0) is labels
     assert judged == [(50, 50), (50, 50)]
 
 
