@@ -92,11 +92,15 @@ class InfoCatVAE(
         decoder runs once for each cluster a sample is evaluated under (see
         ``min_decode_proba``), so its width sets most of the cost.
 
-    prior_scale : float, default=3.0
+    prior_scale : float, default=5.0
         ``lambda`` > 0, the distance of each cluster's prior mean from the
         origin along its own block. Prior means are ``prior_scale *
-        sqrt(2)`` apart; 3 separates them by over four prior standard
-        deviations, much smaller values let clusters blend.
+        sqrt(2)`` apart, so a draw from ``p(z|c)`` lies nearer another
+        cluster's mean than its own with probability ``Phi(-prior_scale /
+        sqrt(2))`` for each other cluster: with 5, under 1% of draws for up
+        to 50 clusters, so ``sample(cluster=c)`` decodes as cluster ``c``.
+        With 3, about 1.7% per other cluster; much smaller values let
+        clusters blend.
 
     info_weight : float, default=10.0
         Weight (>= 0) of the information term: points decoded from
@@ -344,7 +348,7 @@ class InfoCatVAE(
         subspace_dim=2,
         *,
         hidden_layer_sizes=(500,),
-        prior_scale=3.0,
+        prior_scale=5.0,
         info_weight=10.0,
         balance_weight=1.0,
         min_decode_proba="auto",
