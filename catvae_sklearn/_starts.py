@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import entropy
 from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
@@ -408,9 +409,7 @@ def _evenness(labels, n_clusters):
     (an empty cluster counts, with size 0); 0 when ``n_clusters`` is 1."""
     if n_clusters < 2:
         return 0.0
-    shares = np.bincount(labels, minlength=n_clusters) / len(labels)
-    shares = shares[shares > 0]
-    return float(-(shares * np.log(shares)).sum() / np.log(n_clusters))
+    return float(entropy(np.bincount(labels, minlength=n_clusters)) / np.log(n_clusters))
 
 
 def _silhouette(distances, labels):
