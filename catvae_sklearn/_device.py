@@ -122,9 +122,9 @@ def mixed_precision(device, on_cpu=False):
     log-likelihood, softmax and reductions in float32. On the CPU only with
     ``on_cpu`` and where the CPU multiplies bfloat16 natively (AVX-512 BF16
     or AMX): that halves the time of a network of large dense products, the
-    autoencoder, while the categorical VAE's step, many small
-    operations, runs slower under it. Other CPUs and MPS train in float32.
-    Inference and scoring always run in float32.
+    autoencoder, and speeds up the categorical VAE's step only when its
+    products are large too (see :func:`cpu_bfloat16_pays`). Other CPUs and
+    MPS train in float32. Inference and scoring always run in float32.
     """
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         # No cache of cast weights: PyTorch requires it off while a CUDA
@@ -133,6 +133,39 @@ def mixed_precision(device, on_cpu=False):
     if device.type == "cpu" and on_cpu and _cpu_multiplies_bfloat16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# Rows x features of a training batch below which the categorical VAE's
+# step runs no faster under the CPU's bfloat16: its products are then too
+# small for the faster multiply to pay for the casts around them.
+_CPU_BFLOAT16_MIN_BATCH_ELEMENTS = 100_000
+
+
+def cpu_bfloat16_pays(device, batch_size, n_features):
+    """Whether the categorical VAE trains under bfloat16 on this CPU.
+
+    Only on a CPU that multiplies bfloat16 natively, and only for batches
+    of at least ``_CPU_BFLOAT16_MIN_BATCH_ELEMENTS`` values: small products
+    (few features, small batches) run slower under it.
+    """
+    return (
+        device.type == "cpu"
+        and batch_size * n_features >= _CPU_BFLOAT16_MIN_BATCH_ELEMENTS
+        and _cpu_multiplies_bfloat16()
+    )
+
+
+def pair_multiple(cpu_bfloat16, batch_size):
+    """What training pads the sparse decoding's (row, cluster) pairs to a
+    multiple of (see :meth:`CategoricalVAE.elbo`).
+
+    The CPU's bfloat16 matrix kernels are compiled for each shape they
+    meet, and the number of pairs changes with every batch: unpadded, a fit
+    spends more time compiling kernels than float32 spends computing. Half
+    a batch keeps it to a few shapes for at most half a batch of extra
+    rows. Float32 kernels need no padding, so otherwise this is 1.
+    """
+    return max(1, batch_size // 2) if cpu_bfloat16 else 1
 
 
 def _cpu_multiplies_bfloat16():

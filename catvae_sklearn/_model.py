@@ -164,7 +164,7 @@ class CategoricalVAE(nn.Module):
         return log_density - torch.log(self.data_scale).sum()
 
     # --------------------------------------------------------------- objective
-    def elbo(self, x, noise=None, min_decode_proba=0.0):
+    def elbo(self, x, noise=None, min_decode_proba=0.0, pair_multiple=1):
         """Per-sample ELBO and its parts.
 
         Parameters
@@ -178,6 +178,12 @@ class CategoricalVAE(nn.Module):
             Evaluate a row only under the clusters with ``q(c|x)`` at least
             this, and always its most likely one (see
             :meth:`_likely_cluster_terms`); 0 evaluates every cluster.
+        pair_multiple : int, default=1
+            With ``min_decode_proba > 0``, evaluate the (row, cluster) pairs
+            in a batch padded to a multiple of this many, the padding
+            discarded: the ELBO is the same, and the network's matrices
+            take a few shapes instead of one per batch, which kernels
+            compiled per shape (bfloat16 on the CPU) need to stay fast.
 
         Returns
         -------
@@ -186,10 +192,13 @@ class CategoricalVAE(nn.Module):
         """
         h = self.features(x)
         logits = self.cluster_logits(h)
-        log_resp = F.log_softmax(logits, dim=-1)
+        # float32 even under the CPU's autocast, which would keep bfloat16.
+        log_resp = F.log_softmax(logits.float(), dim=-1)
         resp = log_resp.exp()
         if min_decode_proba > 0:
-            reconstruction, kl_z = self._likely_cluster_terms(x, h, resp, noise, min_decode_proba)
+            reconstruction, kl_z = self._likely_cluster_terms(
+                x, h, resp, noise, min_decode_proba, pair_multiple
+            )
         else:
             reconstruction, kl_z = self._every_cluster_terms(x, h, noise)
         kl_c = (resp * log_resp).sum(-1) + math.log(self.n_clusters)
@@ -211,6 +220,7 @@ class CategoricalVAE(nn.Module):
         x,
         *,
         min_decode_proba=0.0,
+        pair_multiple=1,
         info_weight=0.0,
         info_per_cluster=1,
         balance_weight=0.0,
@@ -235,7 +245,7 @@ class CategoricalVAE(nn.Module):
         loss : scalar tensor
         negative_elbo : tensor of shape (n,)
         """
-        out = self.elbo(x, min_decode_proba=min_decode_proba)
+        out = self.elbo(x, min_decode_proba=min_decode_proba, pair_multiple=pair_multiple)
         negative_elbo = -out["elbo"]
         loss = negative_elbo.mean()
         if info_weight > 0:
@@ -255,7 +265,7 @@ class CategoricalVAE(nn.Module):
         reconstruction = self.log_likelihood(x.unsqueeze(1), self.decode(z)).mean(0)
         return reconstruction, self._kl_to_prior(mean, logvar, self.prior_means)
 
-    def _likely_cluster_terms(self, x, h, resp, noise, min_decode_proba):
+    def _likely_cluster_terms(self, x, h, resp, noise, min_decode_proba, pair_multiple=1):
         """The terms of :meth:`_every_cluster_terms`, computed for likely clusters only.
 
         Every cluster costs each row a Gaussian head of width ``K * delta``
@@ -268,20 +278,29 @@ class CategoricalVAE(nn.Module):
         clusters it never sees evaluated. The row's ELBO moves by the skipped
         clusters' total ``q(c|x)`` (under ``K * min_decode_proba``) times the
         gap between their fit and that worst one.
+
+        The pairs are padded with copies of the first to a multiple of
+        ``pair_multiple``; the copies' terms are dropped before they reach
+        the loss, so they add no gradient.
         """
         with torch.no_grad():
             rows, clusters = self.likely_clusters(resp, min_decode_proba).nonzero(as_tuple=True)
+        n_pairs = rows.shape[0]
+        padded_rows = _padded(rows, pair_multiple)
+        padded_clusters = _padded(clusters, pair_multiple)
         # index_select, not h[rows]: the gradient of advanced indexing adds
         # repeated rows with atomic adds in thread order on the CPU, so two
         # fits with the same random_state would differ in the last bits.
         mean, logvar = self._gaussian_head(
-            self.head_features(h).index_select(0, rows)
-            + self.cluster_codes.index_select(0, clusters)
+            self.head_features(h).index_select(0, padded_rows)
+            + self.cluster_codes.index_select(0, padded_clusters)
         )
-        eps = torch.randn_like(mean).unsqueeze(0) if noise is None else noise[:, clusters]
+        eps = torch.randn_like(mean).unsqueeze(0) if noise is None else noise[:, padded_clusters]
         z = mean + torch.exp(0.5 * logvar) * eps  # (S, P, d)
-        reconstruction = self.log_likelihood(x[rows], self.decode(z)).mean(0)
-        kl_z = self._kl_to_prior(mean, logvar, self.prior_means[clusters])
+        reconstruction = self.log_likelihood(
+            x.index_select(0, padded_rows), self.decode(z)
+        ).mean(0)[:n_pairs]
+        kl_z = self._kl_to_prior(mean, logvar, self.prior_means[padded_clusters])[:n_pairs]
         return (
             _spread_over_clusters(reconstruction, rows, clusters, resp, "amin"),
             _spread_over_clusters(kl_z, rows, clusters, resp, "amax"),
@@ -381,6 +400,14 @@ class Autoencoder(nn.Module):
         if self.likelihood == BERNOULLI:
             return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
         return 0.5 * (out - x).pow(2).sum(-1)
+
+
+def _padded(indices, multiple):
+    """``indices`` followed by copies of its first entry, to a multiple of ``multiple``."""
+    padding = -indices.shape[0] % multiple
+    if padding == 0:
+        return indices
+    return torch.cat([indices, indices[:1].expand(padding)])
 
 
 def _spread_over_clusters(values, rows, clusters, like, worst):

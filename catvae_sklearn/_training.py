@@ -60,6 +60,8 @@ class TrainingConfig:
     pretrain_iter: int | str
     guide_iter: int | None
     seed: int
+    cpu_bfloat16: bool = False
+    pair_multiple: int = 1
     verbose: int = 0
     cuda_graph: bool = False
 
@@ -112,10 +114,11 @@ def training_step(module, optimizer, xb, config, guide_labels=None, guide_weight
     for the device, so callers add the steps up and read the total once
     per epoch.
     """
-    with mixed_precision(xb.device):
+    with mixed_precision(xb.device, on_cpu=config.cpu_bfloat16):
         loss, negative_elbo = module.training_loss(
             xb,
             min_decode_proba=config.min_decode_proba,
+            pair_multiple=config.pair_multiple,
             info_weight=config.info_weight,
             # Prior draws per cluster for the information term: about a batch in all.
             info_per_cluster=max(1, config.batch_size // module.n_clusters),

@@ -62,6 +62,53 @@ def test_cpu_autoencoder_runs_in_bfloat16_only_where_the_cpu_multiplies_it(monke
         assert not torch.is_autocast_enabled("cpu")
 
 
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("batch_size, n_features", [(256, 784), (56, 64), (62, 784)])
+def test_cpu_training_uses_bfloat16_only_for_large_batches_where_the_cpu_multiplies_it(
+    monkeypatch, native, batch_size, n_features
+):
+    monkeypatch.setattr(_device, "_cpu_multiplies_bfloat16", lambda: native)
+    large = batch_size * n_features >= _device._CPU_BFLOAT16_MIN_BATCH_ELEMENTS
+    cpu_bfloat16 = _device.cpu_bfloat16_pays(torch.device("cpu"), batch_size, n_features)
+    assert cpu_bfloat16 == (native and large)
+    assert not _device.cpu_bfloat16_pays(torch.device("cuda"), batch_size, n_features)
+    # Padding the sparse decoding's pairs is for bfloat16's kernels only.
+    assert _device.pair_multiple(cpu_bfloat16, batch_size) == (batch_size // 2 if cpu_bfloat16 else 1)
+
+
+def test_padding_the_pairs_leaves_the_elbo_and_its_gradients_unchanged():
+    torch.manual_seed(0)
+    module = CategoricalVAE(64, 5, 2, (32,), 3.0, "bernoulli")
+    x = torch.as_tensor(digits(50)[0], dtype=torch.float32)
+    noise = torch.randn(1, 5, 10)
+
+    def elbo_and_gradients(multiple):
+        module.zero_grad()
+        elbo = module.elbo(x, noise=noise, min_decode_proba=0.05, pair_multiple=multiple)["elbo"]
+        elbo.sum().backward()
+        return elbo.detach(), [p.grad.clone() for p in module.parameters()]
+
+    exact, exact_gradients = elbo_and_gradients(1)
+    n_pairs = int(module.likely_clusters(module.logits(x).softmax(-1), 0.05).sum())
+    assert n_pairs % 7 != 0  # so a multiple of 7 does pad
+    padded, padded_gradients = elbo_and_gradients(7)
+    torch.testing.assert_close(padded, exact)
+    for got, expected in zip(padded_gradients, exact_gradients):
+        torch.testing.assert_close(got, expected)
+
+
+def test_a_fit_trained_under_cpu_bfloat16_is_finite_and_reproducible(monkeypatch):
+    # Whatever this CPU has, take the bfloat16 path with padded pairs.
+    monkeypatch.setattr(_device, "_cpu_multiplies_bfloat16", lambda: True)
+    monkeypatch.setattr(_device, "_CPU_BFLOAT16_MIN_BATCH_ELEMENTS", 1)
+    X, _ = digits(300)
+    first = InfoCatVAE(n_clusters=4, device="cpu", **QUICK).fit(X)
+    again = InfoCatVAE(n_clusters=4, device="cpu", **QUICK).fit(X)
+    assert np.isfinite(first.loss_curve_).all()
+    assert first.loss_curve_ == again.loss_curve_
+    np.testing.assert_array_equal(first.labels_, again.labels_)
+
+
 @pytest.mark.parametrize("min_decode_proba", [0.0, 0.05])
 def test_elbo_under_bfloat16_autocast_is_finite_and_close_to_float32(min_decode_proba):
     # The GPU trains under bfloat16 autocast; the CPU's autocast rounds the
