@@ -236,12 +236,14 @@ class InfoCatVAE(
         in bfloat16. Every other method computes in float32.
 
     memory : str, joblib.Memory or None, default=None
-        Where to cache what the start computes before ``n_clusters`` matters
-        (the autoencoder's embedding, the principal components and the
-        t-SNE map): a folder or a :class:`joblib.Memory`, as in
+        Where to cache what the start computes before ``subspace_dim``
+        matters (the autoencoder's embedding, the principal components and
+        the t-SNE map, then the mixture's labels for each ``n_clusters``):
+        a folder or a :class:`joblib.Memory`, as in
         :class:`~sklearn.pipeline.Pipeline`. A search over ``n_clusters`` and
-        ``subspace_dim`` then computes them once per training set instead
-        of once per fit, with the same result. ``None`` caches nothing.
+        ``subspace_dim`` then computes the map once per training set and
+        the labels once per training set and ``n_clusters``, instead of
+        once per fit, with the same result. ``None`` caches nothing.
 
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, mini-batch order, sampling and the

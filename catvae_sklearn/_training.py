@@ -253,13 +253,24 @@ def guide_features(init_params, data, seed, likelihood, device, pretrain_iter, b
         return start_features(init_params, data, seed, embed if learns else None)
 
 
+def guide_labels(init_params, values, n_clusters, seed, ran=None):
+    """Step two of the start (:func:`~catvae_sklearn._starts.start_labels`),
+    cacheable like :func:`guide_features`: the labels depend on
+    ``n_clusters`` but not on ``subspace_dim``, so a search reads them back
+    for its other subspace dimensions. ``ran`` only reports."""
+    if ran is not None:
+        ran.append(True)
+    return start_labels(init_params, values, n_clusters, seed)
+
+
 def initial_guide(module, X, init_params, config, memory, phases):
     """Labels of the start ``init_params`` for the rows of ``X``, on ``X``'s
     device; None for ``"random"`` or when the guide is off (``guide_iter=0``).
 
-    Step one goes through ``memory`` (a ``joblib.Memory``), so a search that
+    Both steps go through ``memory`` (a ``joblib.Memory``), so a search that
     refits on the same rows with another ``n_clusters`` or ``subspace_dim``
-    reads it back instead of computing it again.
+    reads step one back instead of computing it again, and step two too
+    where only ``subspace_dim`` changed.
     """
     if init_params == "random" or config.guide_iter == 0:
         return None
@@ -271,8 +282,11 @@ def initial_guide(module, X, init_params, config, memory, phases):
                           config.pretrain_iter, config.batch_size, config.learning_rate,
                           verbose=config.verbose, phases=phases, ran=ran)
         phase.note = "" if ran else " (cached)"
-    with phases("mixture" if init_params in ("tsne", "gmm") else "clusters"):
-        labels = start_labels(init_params, values, module.n_clusters, config.seed)
+    labels_of = memory.cache(guide_labels, ignore=["ran"])
+    ran = []
+    with phases("mixture" if init_params in ("tsne", "gmm") else "clusters") as phase:
+        labels = labels_of(init_params, values, module.n_clusters, config.seed, ran=ran)
+        phase.note = "" if ran else " (cached)"
     return torch.as_tensor(labels, dtype=torch.long, device=X.device)
 
 

@@ -354,6 +354,20 @@ def start_feature_calls(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def start_label_calls(monkeypatch):
+    """A list that grows by one each time a start's labels are computed."""
+    calls = []
+    labels = _training.start_labels
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return labels(*args, **kwargs)
+
+    monkeypatch.setattr(_training, "start_labels", counted)
+    return calls
+
+
 def test_a_cached_start_gives_the_fit_an_uncached_one_gives(tmp_path, start_feature_calls):
     X, _ = digits(300)
     calls = start_feature_calls
@@ -370,7 +384,7 @@ def test_a_cached_start_gives_the_fit_an_uncached_one_gives(tmp_path, start_feat
 
 
 def test_a_search_over_k_and_delta_computes_the_start_once_per_training_set(
-    tmp_path, start_feature_calls
+    tmp_path, start_feature_calls, start_label_calls
 ):
     from joblib import Memory
 
@@ -383,6 +397,8 @@ def test_a_search_over_k_and_delta_computes_the_start_once_per_training_set(
     ).fit(X)
     # 2 folds and the refit on all rows: 3 training sets for 9 fits.
     assert len(calls) == 3
+    # Labels once per fold and n_clusters, and once for the refit.
+    assert len(start_label_calls) == 2 * 2 + 1
     assert search.best_estimator_.n_clusters in (3, 4)
 
 
@@ -406,3 +422,4 @@ def test_verbose_says_when_the_map_came_from_the_cache(capsys, tmp_path):
     first, second = capsys.readouterr().out.split("[InfoCatVAE] training:")[:2]
     assert "[InfoCatVAE] map:" in first and "(cached)" not in first
     assert "(cached)" in second and "[InfoCatVAE] autoencoder:" not in second
+    assert "(cached)" in second.split("[InfoCatVAE] mixture:")[1]
