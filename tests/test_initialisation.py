@@ -340,32 +340,29 @@ def test_autoencoder_start_finds_separated_blobs():
     assert adjusted_rand_score(y, model.labels_) >= 0.95
 
 
-@pytest.fixture
-def start_feature_calls(monkeypatch):
-    """A list that grows by one each time a start's first step is computed."""
+def _calls_of(monkeypatch, name):
+    """A list that grows by one each time ``_training.<name>`` is called."""
     calls = []
-    features = _training.start_features
+    original = getattr(_training, name)
 
     def counted(*args, **kwargs):
         calls.append(1)
-        return features(*args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(_training, "start_features", counted)
+    monkeypatch.setattr(_training, name, counted)
     return calls
+
+
+@pytest.fixture
+def start_feature_calls(monkeypatch):
+    """Calls of a start's first step (the map and what it needs)."""
+    return _calls_of(monkeypatch, "start_features")
 
 
 @pytest.fixture
 def start_label_calls(monkeypatch):
-    """A list that grows by one each time a start's labels are computed."""
-    calls = []
-    labels = _training.start_labels
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return labels(*args, **kwargs)
-
-    monkeypatch.setattr(_training, "start_labels", counted)
-    return calls
+    """Calls of a start's second step (its labels)."""
+    return _calls_of(monkeypatch, "start_labels")
 
 
 def test_a_cached_start_gives_the_fit_an_uncached_one_gives(tmp_path, start_feature_calls):
