@@ -40,13 +40,15 @@ from catvae_sklearn import InfoCatVAE  # noqa: E402
 from catvae_sklearn.datasets import load_mnist_idx  # noqa: E402
 from catvae_sklearn.metrics import cluster_accuracy_score  # noqa: E402
 
-DATASETS = ["digits", "mnist", "mnist_2000", "mnist_5000", "wine", "breast_cancer", "iris"]
+DATASETS = ["digits", "mnist", "mnist_2000", "mnist_5000", "mnist_unequal", "wine",
+            "breast_cancer", "iris"]
 OURS = "InfoCatVAE (defaults)"
 
 
 def load(name, mnist_dir):
     """(X, y, description); pixel data in [0, 1], tabular data standardised.
-    ``mnist_<n>`` is a fixed random draw of n of the 10,000 MNIST test images."""
+    ``mnist_<n>`` is a fixed random draw of n of the 10,000 MNIST test images;
+    ``mnist_unequal`` one whose classes differ four-fold in size."""
     if name == "digits":
         X, y = load_digits(return_X_y=True)
         return X / 16.0, y, "sklearn digits, 1797 x 64, pixels / 16"
@@ -57,8 +59,17 @@ def load(name, mnist_dir):
         )
         if name == "mnist":
             return X, y, "MNIST test set, 10000 x 784, pixels / 255"
+        rng = np.random.RandomState(12345)
+        if name == "mnist_unequal":
+            # Class c gets 200 * 4^(c/9) images: from 200 (zeros) to 800 (nines).
+            sizes = np.round(200 * 4 ** (np.arange(10) / 9)).astype(int)
+            rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False)
+                                           for c, n in enumerate(sizes)]))
+            return X[rows], y[rows], (f"{len(rows)} MNIST test images, class c taking "
+                                      "200 * 4^(c/9) of them (fixed draw, seed 12345), "
+                                      "pixels / 255")
         n = int(name.split("_")[1])
-        rows = np.sort(np.random.RandomState(12345).choice(len(X), n, replace=False))
+        rows = np.sort(rng.choice(len(X), n, replace=False))
         return X[rows], y[rows], f"{n} MNIST test images (fixed draw, seed 12345), pixels / 255"
     loaders = {"wine": load_wine, "breast_cancer": load_breast_cancer, "iris": load_iris}
     X, y = loaders[name](return_X_y=True)
@@ -108,6 +119,7 @@ SLOW_PEERS = {
 }
 ABLATIONS = {
     "CatVAE (info_weight=0)": dict(info_weight=0.0),
+    "no balance term (balance_weight=0)": dict(balance_weight=0.0),
     "t-SNE start without the autoencoder (pretrain_iter=0)": dict(pretrain_iter=0),
     "the paper's start (init_params='random')": dict(init_params="random"),
     "k-means start fading over 10 epochs": dict(init_params="kmeans", guide_iter=10),
