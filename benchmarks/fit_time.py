@@ -8,7 +8,7 @@ In one run, on the same data:
   their times (medians of ``--repeats`` fits each, taken in turn);
 - ``--grid``: ``GridSearchCV`` over 3 values of ``n_clusters`` x 2 of
   ``subspace_dim`` with ``cv=3`` and ``memory`` set, against one default fit
-  (each in a fresh process; the fit before and after the search);
+  (each in a fresh process; a fit before and after each search);
 - ``--side-by-side``: two default fits running at once in two processes,
   against one alone (medians of ``--repeats`` rounds);
 - ``--rows N``: a default fit on N rows of MNIST images shifted by up to 2
@@ -17,7 +17,7 @@ In one run, on the same data:
 Writes ``benchmarks/results/fit_time_<datasets>[_grid][_<N>_rows].md``.
 
     python benchmarks/fit_time.py --datasets digits mnist --side-by-side
-    python benchmarks/fit_time.py --datasets mnist --grid
+    python benchmarks/fit_time.py --datasets mnist --grid --repeats 2
     python benchmarks/fit_time.py --datasets mnist --rows 100000
 """
 
@@ -89,21 +89,27 @@ def phase_section(datasets, mnist_dir, repeats):
             + markdown_table(header, rows))
 
 
-def grid_section(name, mnist_dir):
+def grid_section(name, mnist_dir, repeats):
     """The search and one default fit, each in a fresh process (so each pays
-    the same one-time costs: imports, kernel compilation), the fit once
-    before the search and once after; the ratio is to their mean."""
-    single = [_result(_child(name, mnist_dir))["seconds"]]
-    search = _result(_child(name, mnist_dir, grid=True))
-    single.append(_result(_child(name, mnist_dir))["seconds"])
-    one_fit = float(np.mean(single))
-    grid = search["seconds"]
-    rows = [["one default fit (before, after the search)",
-             f"{one_fit:.1f} ({single[0]:.1f}, {single[1]:.1f})", "1.00"],
+    the same one-time costs: imports, kernel compilation): a fit, then
+    ``repeats`` rounds of a search and a fit; medians of each."""
+    singles, searches = [_result(_child(name, mnist_dir))["seconds"]], []
+    for _ in range(repeats):
+        searches.append(_result(_child(name, mnist_dir, grid=True)))
+        singles.append(_result(_child(name, mnist_dir))["seconds"])
+    one_fit = float(np.median(singles))
+    grid = float(np.median([search["seconds"] for search in searches]))
+
+    def each(times):
+        return ", ".join(f"{t:.1f}" for t in times)
+
+    rows = [["one default fit", f"{one_fit:.1f} ({each(singles)})", "1.00"],
             ["GridSearchCV, 3 n_clusters x 2 subspace_dim, cv=3 (18 fits + refit), memory set",
-             f"{grid:.1f}", f"{grid / one_fit:.2f}"]]
-    return (f"## A grid search on {name}\n\nEach run in a fresh process. Best parameters: "
-            f"`{search['best_params']}`.\n\n"
+             f"{grid:.1f} ({each(s['seconds'] for s in searches)})", f"{grid / one_fit:.2f}"]]
+    best = "; ".join(f"`{search['best_params']}`" for search in searches)
+    return (f"## A grid search on {name}\n\nEach run in a fresh process: a fit, then "
+            f"{repeats} rounds of a search and a fit; medians, each run in brackets. "
+            f"Best parameters: {best}.\n\n"
             + markdown_table(["run", "seconds", "ratio to one fit"], rows))
 
 
@@ -198,8 +204,8 @@ def main(argv=None):
     parser.add_argument("--side-by-side", action="store_true")
     parser.add_argument("--rows", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3,
-                        help="fits of each method in the phase table, and rounds of the "
-                             "side-by-side run (medians)")
+                        help="fits of each method in the phase table, rounds of the "
+                             "side-by-side run, and searches in the grid run (medians)")
     parser.add_argument("--mnist-dir", default=DEFAULT_MNIST_DIR)
     args = parser.parse_args(argv)
     # --grid and --rows are long runs of their own; the phase table comes without them.
@@ -208,7 +214,7 @@ def main(argv=None):
     if args.side_by_side:
         sections.append(side_by_side_section(args.datasets[0], args.mnist_dir, args.repeats))
     if args.grid:
-        sections.append(grid_section(args.datasets[-1], args.mnist_dir))
+        sections.append(grid_section(args.datasets[-1], args.mnist_dir, args.repeats))
     if args.rows:
         sections.append(scale_section(args.rows, args.mnist_dir))
     text = header_markdown("Fit time") + "\n" + "\n\n".join(sections) + "\n"
