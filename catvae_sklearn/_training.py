@@ -45,7 +45,9 @@ class TrainingConfig:
     """What one call of :func:`train` (and the start before it) needs.
 
     ``min_decode_proba`` is the value for the training device (see
-    :func:`~catvae_sklearn._device.decode_threshold`); ``cuda_graph`` asks
+    :func:`~catvae_sklearn._device.decode_threshold`); ``cpu_bfloat16`` and
+    ``pair_multiple`` those of :func:`~catvae_sklearn._device.cpu_bfloat16_pays`
+    and :func:`~catvae_sklearn._device.pair_multiple`; ``cuda_graph`` asks
     for the step to be replayed from a CUDA graph where it can be.
     """
 
