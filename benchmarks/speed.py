@@ -38,7 +38,6 @@ from catvae_sklearn import InfoCatVAE  # noqa: E402
 from catvae_sklearn._device import (  # noqa: E402
     cpu_bfloat16_pays,
     decode_threshold,
-    pair_multiple,
     to_tensor,
 )
 from catvae_sklearn._model import CategoricalVAE  # noqa: E402
@@ -119,13 +118,12 @@ MODES = ("exact", "default")
 def _config(mode, device, n_features, cuda_graph=True):
     # The default mode trains as the estimator would (bfloat16 on a CPU that
     # has it, for batches this large); the exact mode in float32, as the baseline.
-    cpu_bfloat16 = mode == "default" and cpu_bfloat16_pays(device, PAPER["batch"], n_features)
     return TrainingConfig(
         batch_size=PAPER["batch"], learning_rate=1e-3, max_iter=1, tol=0.0, n_iter_no_change=1,
         info_weight=PAPER["info_weight"], balance_weight=1.0,
         min_decode_proba=decode_threshold("auto", device) if mode == "default" else 0.0,
-        pretrain_iter=0, guide_iter=None, seed=0, cpu_bfloat16=cpu_bfloat16,
-        pair_multiple=pair_multiple(cpu_bfloat16, PAPER["batch"]),
+        pretrain_iter=0, guide_iter=None, seed=0,
+        cpu_bfloat16=mode == "default" and cpu_bfloat16_pays(device, PAPER["batch"], n_features),
         cuda_graph=cuda_graph and device.type == "cuda",
     )
 

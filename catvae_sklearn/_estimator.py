@@ -21,7 +21,6 @@ from ._device import (
     decode_threshold,
     fixed_noise,
     map_batches,
-    pair_multiple,
     restore_device,
     resolve_device,
     seeded,
@@ -840,7 +839,6 @@ class InfoCatVAE(
 
     def _training_config(self, n_samples, max_iter, seed, device):
         batch_size = self._batch_size(n_samples)
-        cpu_bfloat16 = cpu_bfloat16_pays(device, batch_size, self.module_.n_features)
         return TrainingConfig(
             batch_size=batch_size,
             learning_rate=self.learning_rate_init,
@@ -853,8 +851,7 @@ class InfoCatVAE(
             pretrain_iter=self.pretrain_iter,
             guide_iter=self.guide_iter,
             seed=seed,
-            cpu_bfloat16=cpu_bfloat16,
-            pair_multiple=pair_multiple(cpu_bfloat16, batch_size),
+            cpu_bfloat16=cpu_bfloat16_pays(device, batch_size, self.module_.n_features),
             verbose=self.verbose,
             cuda_graph=device.type == "cuda",
         )

@@ -19,7 +19,15 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._cuda_graph import GraphedTrainingStep, can_capture
-from ._device import batches, map_batches, mixed_precision, rows, seeded, to_tensor
+from ._device import (
+    batches,
+    map_batches,
+    mixed_precision,
+    pair_multiple,
+    rows,
+    seeded,
+    to_tensor,
+)
 from ._model import Autoencoder
 from ._starts import (
     STARTS,
@@ -45,9 +53,8 @@ class TrainingConfig:
     """What one call of :func:`train` (and the start before it) needs.
 
     ``min_decode_proba`` is the value for the training device (see
-    :func:`~catvae_sklearn._device.decode_threshold`); ``cpu_bfloat16`` and
-    ``pair_multiple`` those of :func:`~catvae_sklearn._device.cpu_bfloat16_pays`
-    and :func:`~catvae_sklearn._device.pair_multiple`; ``cuda_graph`` asks
+    :func:`~catvae_sklearn._device.decode_threshold`); ``cpu_bfloat16`` is
+    :func:`~catvae_sklearn._device.cpu_bfloat16_pays`'s answer; ``cuda_graph`` asks
     for the step to be replayed from a CUDA graph where it can be.
     """
 
@@ -63,7 +70,6 @@ class TrainingConfig:
     guide_iter: int | None
     seed: int
     cpu_bfloat16: bool = False
-    pair_multiple: int = 1
     verbose: int = 0
     cuda_graph: bool = False
 
@@ -120,7 +126,7 @@ def training_step(module, optimizer, xb, config, guide_labels=None, guide_weight
         loss, negative_elbo = module.training_loss(
             xb,
             min_decode_proba=config.min_decode_proba,
-            pair_multiple=config.pair_multiple,
+            pair_multiple=pair_multiple(config.cpu_bfloat16, config.batch_size),
             info_weight=config.info_weight,
             # Prior draws per cluster for the information term: about a batch in all.
             info_per_cluster=max(1, config.batch_size // module.n_clusters),

@@ -63,12 +63,14 @@ def test_cpu_autoencoder_runs_in_bfloat16_only_where_the_cpu_multiplies_it(monke
 
 
 @pytest.mark.parametrize("native", [True, False])
-@pytest.mark.parametrize("batch_size, n_features", [(256, 784), (56, 64), (62, 784)])
+@pytest.mark.parametrize(
+    "batch_size, n_features, large",
+    [(256, 784, True), (156, 784, True), (56, 64, False), (93, 784, False)],
+)
 def test_cpu_training_uses_bfloat16_only_for_large_batches_where_the_cpu_multiplies_it(
-    monkeypatch, native, batch_size, n_features
+    monkeypatch, native, batch_size, n_features, large
 ):
     monkeypatch.setattr(_device, "_cpu_multiplies_bfloat16", lambda: native)
-    large = batch_size * n_features >= _device._CPU_BFLOAT16_MIN_BATCH_ELEMENTS
     cpu_bfloat16 = _device.cpu_bfloat16_pays(torch.device("cpu"), batch_size, n_features)
     assert cpu_bfloat16 == (native and large)
     assert not _device.cpu_bfloat16_pays(torch.device("cuda"), batch_size, n_features)
