@@ -43,6 +43,12 @@ from ._threads import rebalance
 # (its standardised form, an autoencoder's embedding, a validation ELBO).
 _MAP_BATCH_ROWS = 4096
 
+# Adam's rate for the start's autoencoder, whatever ``learning_rate_init``
+# says: the start's partition is what the guide then holds training to, so
+# it stays the one this rate gives while the model's own rate is chosen for
+# training, and a search over ``learning_rate_init`` reuses one cached start.
+AUTOENCODER_LEARNING_RATE = 1e-3
+
 
 class TrainingDivergedError(ValueError):
     """The loss became non-finite before any finite state was reached."""
@@ -236,7 +242,7 @@ def _encoder_input(module, X):
 
 
 def guide_features(init_params, data, seed, likelihood, device, pretrain_iter, batch_size,
-                   learning_rate, verbose=0, phases=None, ran=None):
+                   verbose=0, phases=None, ran=None):
     """Step one of the start (see ``_starts``), the autoencoder included:
     everything the start computes before ``n_clusters`` matters. A function
     of its arguments alone (the autoencoder trains from ``seed`` and leaves
@@ -251,7 +257,7 @@ def guide_features(init_params, data, seed, likelihood, device, pretrain_iter, b
     def embed(rows_):
         with phases("autoencoder"):
             return learned_embedding(rows_, likelihood, device, epochs, batch_size,
-                                     learning_rate, verbose)
+                                     AUTOENCODER_LEARNING_RATE, verbose)
 
     learns = epochs > 0 and STARTS[init_params].embeds
     if verbose and not learns and pretrain_iter == "auto" and STARTS[init_params].embeds:
@@ -287,7 +293,7 @@ def initial_guide(module, X, init_params, config, memory, phases):
     ran = []
     with phases("map" if init_params == "tsne" else "features") as phase:
         values = features(init_params, data, config.seed, module.likelihood, str(module.device),
-                          config.pretrain_iter, config.batch_size, config.learning_rate,
+                          config.pretrain_iter, config.batch_size,
                           verbose=config.verbose, phases=phases, ran=ran)
         phase.note = "" if ran else " (cached)"
     labels_of = memory.cache(guide_labels, ignore=["ran"])
