@@ -133,15 +133,17 @@ def test_elbo_does_not_exceed_importance_sampled_log_likelihood(likelihood):
     else:
         X, _ = blobs(150)
     model = InfoCatVAE(n_clusters=4, likelihood=likelihood, **QUICK).fit(X)
-    elbo = model.score_samples(X)
+    module = model.module_
+    x = torch.as_tensor(X, dtype=torch.float32, device=module.device)
     torch.manual_seed(0)
     with torch.no_grad():
-        log_px = model.module_.importance_sampled_log_likelihood(
-            torch.as_tensor(X, dtype=torch.float32, device=model.module_.device), n_samples=2000
-        ).cpu().numpy()
-    # Per sample, up to Monte Carlo noise; on average, strictly.
-    assert elbo.mean() < log_px.mean()
-    assert np.mean(elbo <= log_px + 0.05 * np.abs(log_px) + 0.5) > 0.95
+        log_px = module.importance_sampled_log_likelihood(x, n_samples=2000).cpu().numpy()
+        # score_samples takes one draw per row, too noisy to hold row by row
+        # where the bound is tight; 500 draws shared by the rows are not.
+        noise = torch.randn(500, 4, module.latent_dim, device=module.device)
+        elbo_per_row = module.elbo(x, noise=noise)["elbo"].cpu().numpy()
+    assert model.score_samples(X).mean() < log_px.mean()
+    assert np.all(elbo_per_row <= log_px + 0.5)
 
 
 def test_information_loss_is_cross_entropy_of_reencoded_logits():
