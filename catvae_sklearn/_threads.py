@@ -3,7 +3,8 @@
 A fit uses the threads it is given: torch's (which threadpoolctl's limits
 and joblib's workers set), and no more than the cores the process may run
 on. Of those it takes only the cores that other processes leave idle,
-measured again at each epoch and phase from ``/proc/stat``. The threads of
+measured again at each epoch and phase from ``/proc/stat`` (at a fit's
+first phase, from the threads running elsewhere at that moment). The threads of
 an OpenMP runtime spin while they wait for work, so on a core that another
 busy process shares, each of torch's parallel regions waits for the
 scheduler, and two fits side by side, each with a thread per core, run many
@@ -52,6 +53,34 @@ def _cpu_sample(cpus):
     return time.monotonic(), busy / _CLOCK_TICKS, own.user + own.system
 
 
+def _running_elsewhere(cpus, reads=3):
+    """Threads of other processes ready to run now: the machine's running
+    count less this process's own running threads, the median of ``reads``
+    readings of ``/proc``. None where that cannot be read, or where the
+    process may not use every core of the machine (the count is the
+    machine's)."""
+    if len(cpus) != os.cpu_count():
+        return None
+    counts = []
+    for _ in range(reads):
+        try:
+            with open("/proc/stat") as stat:
+                running = next(int(line.split()[1]) for line in stat
+                               if line.startswith("procs_running"))
+            tasks = os.listdir("/proc/self/task")
+        except (OSError, ValueError, IndexError, StopIteration):
+            return None
+        own = 0
+        for task in tasks:
+            try:
+                with open(f"/proc/self/task/{task}/stat") as stat:
+                    own += stat.read().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):  # the thread ended meanwhile
+                continue
+        counts.append(max(0, running - max(own, 1)))
+    return sorted(counts)[len(counts) // 2]
+
+
 class CoreShare:
     """The threads of one fit; see the module docstring. Use as a context
     manager: on exit every thread pool is set back as it was."""
@@ -61,7 +90,7 @@ class CoreShare:
         self.given = max(1, min(torch.get_num_threads(), len(self._cpus)))
         self.threads = self.given
         self._controller, self._original = None, None
-        self._sample = None
+        self._sample, self._measured = None, False
 
     def __enter__(self):
         self._torch_threads = torch.get_num_threads()
@@ -86,10 +115,19 @@ class CoreShare:
         if self.given == 1 or sample is None or self._sample is None:
             return
         wall = sample[0] - self._sample[0]
-        if wall < _MIN_INTERVAL:
+        if wall >= _MIN_INTERVAL:
+            others = max(0.0, (sample[1] - self._sample[1]) - (sample[2] - self._sample[2])) / wall
+            self._sample = sample
+        elif not self._measured:
+            # A fit's first phase starts at once, before an interval could be
+            # measured, and may run seconds (a t-SNE map) on cores another fit
+            # keeps busy too: count the threads running elsewhere instead.
+            others = _running_elsewhere(self._cpus)
+            if others is None:
+                return
+        else:
             return
-        others = max(0.0, (sample[1] - self._sample[1]) - (sample[2] - self._sample[2])) / wall
-        self._sample = sample
+        self._measured = True
         threads = max(1, min(self.given, round(len(self._cpus) - others)))
         if threads != self.threads:
             self.threads = threads

@@ -1,5 +1,10 @@
 """A fit's CPU threads: those it is given, less the cores other processes keep busy."""
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -73,3 +78,44 @@ def test_the_share_is_measured_again_as_the_load_changes(monkeypatch):
             _threads.rebalance()
             assert (share.threads, torch.get_num_threads()) == (2, 2)
         assert torch.get_num_threads() == 2
+
+
+class _Instant:
+    """/proc/stat sampled a few milliseconds apart: too soon for a load."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self, cpus):
+        self.now += 0.005
+        return self.now, 0.0, 0.0
+
+
+@pytest.mark.parametrize("elsewhere, expected", [(0, 2), (1, 1), (3, 1)])
+def test_the_first_phase_counts_the_threads_running_elsewhere(monkeypatch, elsewhere, expected):
+    monkeypatch.setattr(_threads, "_usable_cpus", lambda: [0, 1])
+    monkeypatch.setattr(_threads, "_cpu_sample", _Instant())
+    counted = []
+    monkeypatch.setattr(_threads, "_running_elsewhere",
+                        lambda cpus: counted.append(cpus) or elsewhere)
+    with threadpool_limits(limits=2):
+        with _threads.CoreShare() as share:
+            _threads.rebalance()
+            assert share.threads == expected
+            _threads.rebalance()  # later phases wait for an interval to measure
+    assert len(counted) == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux's /proc")
+def test_a_busy_process_counts_as_running_elsewhere():
+    cpus = _threads._usable_cpus()
+    if len(cpus) != os.cpu_count():
+        assert _threads._running_elsewhere(cpus) is None
+        return
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert _threads._running_elsewhere(cpus) >= 1
+    finally:
+        busy.kill()
+        busy.wait()
