@@ -192,14 +192,10 @@ class InfoCatVAE(
         is ``min(256, max(16, n_samples // 32))``: at least 32 optimiser
         steps per epoch, so a small data set trains as well as a large one.
 
-    learning_rate_init : float, default=3e-3
-        Adam's learning rate (> 0) for training. The start's autoencoder
-        keeps Adam's usual 1e-3 whatever this is, so the start's partition
-        does not depend on it. Lower it (to 1e-3, say) when the loss
-        becomes non-finite or the ELBO of small data sets wavers between
-        seeds; raising ``max_iter`` with it gives training the same reach.
+    learning_rate_init : float, default=1e-3
+        Adam's learning rate (> 0).
 
-    max_iter : int, default=14
+    max_iter : int, default=20
         Maximum number of training epochs (>= 1) after the start. Training
         time grows with it, and a search trains anew for every
         ``n_clusters`` and ``subspace_dim``; fewer epochs leave a lower
@@ -367,8 +363,8 @@ class InfoCatVAE(
         pretrain_iter="auto",
         guide_iter=None,
         batch_size="auto",
-        learning_rate_init=3e-3,
-        max_iter=14,
+        learning_rate_init=1e-3,
+        max_iter=20,
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
