@@ -193,7 +193,9 @@ class InfoCatVAE(
         steps per epoch, so a small data set trains as well as a large one.
 
     learning_rate_init : float, default=1e-3
-        Adam's learning rate (> 0).
+        Adam's learning rate (> 0) for training. The start's autoencoder
+        trains at 1e-3 whatever this is, so the start does not depend on it
+        and a search over it reuses one cached start.
 
     max_iter : int, default=20
         Maximum number of training epochs (>= 1) after the start. Training
