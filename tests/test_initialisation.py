@@ -372,6 +372,8 @@ def test_a_cached_start_gives_the_fit_an_uncached_one_gives(tmp_path, start_feat
     first = InfoCatVAE(4, memory=str(tmp_path), **QUICK).fit(X)
     # Another K and delta on the same rows read the start's first step back.
     InfoCatVAE(5, subspace_dim=3, memory=str(tmp_path), **QUICK).fit(X)
+    # So does another training rate: the autoencoder trains at a rate of its own.
+    InfoCatVAE(4, memory=str(tmp_path), **{**QUICK, "learning_rate_init": 3e-3}).fit(X)
     again = InfoCatVAE(4, memory=str(tmp_path), **QUICK).fit(X)
     assert len(calls) == 2  # the uncached fit and the first cached one
     for cached in (first, again):
