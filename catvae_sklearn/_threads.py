@@ -3,8 +3,8 @@
 A fit uses the threads it is given: torch's (which threadpoolctl's limits
 and joblib's workers set), and no more than the cores the process may run
 on. Of those it takes only the cores that other processes leave idle,
-measured again at each epoch and phase from ``/proc/stat`` (at a fit's
-first phase, from the threads running elsewhere at that moment). The threads of
+measured again at each epoch and phase from ``/proc/stat`` (as a fit
+begins, counted from the threads running elsewhere at that moment). The threads of
 an OpenMP runtime spin while they wait for work, so on a core that another
 busy process shares, each of torch's parallel regions waits for the
 scheduler, and two fits side by side, each with a thread per core, run many
@@ -90,7 +90,7 @@ class CoreShare:
         self.given = max(1, min(torch.get_num_threads(), len(self._cpus)))
         self.threads = self.given
         self._controller, self._original = None, None
-        self._sample, self._measured = None, False
+        self._sample = None
 
     def __enter__(self):
         self._torch_threads = torch.get_num_threads()
@@ -101,6 +101,12 @@ class CoreShare:
         self._sample = _cpu_sample(self._cpus)
         stack = getattr(_active, "stack", [])
         _active.stack = stack + [self]
+        # The fit's first phase starts at once, before an interval could be
+        # measured, and may run seconds (a t-SNE map) on cores another fit
+        # keeps busy too: start from the threads running elsewhere now.
+        others = _running_elsewhere(self._cpus) if self.given > 1 else None
+        if others is not None:
+            self._take(others)
         return self
 
     def __exit__(self, *exc):
@@ -115,19 +121,15 @@ class CoreShare:
         if self.given == 1 or sample is None or self._sample is None:
             return
         wall = sample[0] - self._sample[0]
-        if wall >= _MIN_INTERVAL:
-            others = max(0.0, (sample[1] - self._sample[1]) - (sample[2] - self._sample[2])) / wall
-            self._sample = sample
-        elif not self._measured:
-            # A fit's first phase starts at once, before an interval could be
-            # measured, and may run seconds (a t-SNE map) on cores another fit
-            # keeps busy too: count the threads running elsewhere instead.
-            others = _running_elsewhere(self._cpus)
-            if others is None:
-                return
-        else:
+        if wall < _MIN_INTERVAL:
             return
-        self._measured = True
+        others = max(0.0, (sample[1] - self._sample[1]) - (sample[2] - self._sample[2])) / wall
+        self._sample = sample
+        self._take(others)
+
+    def _take(self, others):
+        """Compute with the cores that ``others`` (busy cores or running
+        threads of other processes) leave, at least one."""
         threads = max(1, min(self.given, round(len(self._cpus) - others)))
         if threads != self.threads:
             self.threads = threads

@@ -92,7 +92,7 @@ class _Instant:
 
 
 @pytest.mark.parametrize("elsewhere, expected", [(0, 2), (1, 1), (3, 1)])
-def test_the_first_phase_counts_the_threads_running_elsewhere(monkeypatch, elsewhere, expected):
+def test_a_fit_starts_from_the_threads_running_elsewhere(monkeypatch, elsewhere, expected):
     monkeypatch.setattr(_threads, "_usable_cpus", lambda: [0, 1])
     monkeypatch.setattr(_threads, "_cpu_sample", _Instant())
     counted = []
