@@ -49,6 +49,12 @@ _MAP_BATCH_ROWS = 4096
 # training, and a search over ``learning_rate_init`` reuses one cached start.
 AUTOENCODER_LEARNING_RATE = 1e-3
 
+# Prior draws per training step for the information term, at most: as many
+# as the batch has rows up to this. The term is an expectation under the
+# prior, not over the data, so a larger batch does not need more draws to
+# estimate it, and each draw costs a decode and a re-encode.
+INFO_DRAWS_PER_STEP = 128
+
 
 class TrainingDivergedError(ValueError):
     """The loss became non-finite before any finite state was reached."""
@@ -134,8 +140,8 @@ def training_step(module, optimizer, xb, config, guide_labels=None, guide_weight
             min_decode_proba=config.min_decode_proba,
             pair_multiple=pair_multiple(config.cpu_bfloat16, config.batch_size),
             info_weight=config.info_weight,
-            # Prior draws per cluster for the information term: about a batch in all.
-            info_per_cluster=max(1, config.batch_size // module.n_clusters),
+            info_per_cluster=max(1, min(config.batch_size, INFO_DRAWS_PER_STEP)
+                                 // module.n_clusters),
             balance_weight=config.balance_weight,
             guide_labels=guide_labels,
             guide_weight=guide_weight,

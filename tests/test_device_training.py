@@ -139,3 +139,27 @@ def test_training_step_returns_the_batch_loss_without_reading_it():
     )
     assert isinstance(total, torch.Tensor) and total.shape == () and torch.isfinite(total)
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+@pytest.mark.parametrize("batch_size, n_clusters, per_cluster", [(12, 4, 3), (512, 4, 32), (40, 64, 1)])
+def test_information_term_draws_a_batch_of_prior_points_up_to_its_cap(
+    monkeypatch, batch_size, n_clusters, per_cluster
+):
+    # As many draws as the batch has rows, up to INFO_DRAWS_PER_STEP (128 is
+    # under 512), and at least one per cluster.
+    torch.manual_seed(0)
+    module = CategoricalVAE(64, n_clusters, 2, (32,), 3.0, "bernoulli")
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    draws = []
+    original = CategoricalVAE.information_loss
+
+    def counted(self, n_per_cluster):
+        draws.append(n_per_cluster)
+        return original(self, n_per_cluster)
+
+    monkeypatch.setattr(CategoricalVAE, "information_loss", counted)
+    x = torch.as_tensor(np.resize(digits(batch_size)[0], (batch_size, 64)), dtype=torch.float32)
+    config = training_config(batch_size=batch_size, info_weight=1.0)
+    _training.training_step(module, optimizer, x, config)
+    assert _training.INFO_DRAWS_PER_STEP == 128
+    assert draws == [per_cluster]
