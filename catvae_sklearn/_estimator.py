@@ -249,10 +249,14 @@ class InfoCatVAE(
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, mini-batch order, sampling and the
         start (t-SNE, mixture or k-means). An int gives identical results on
-        refit on the CPU, with any number of threads. On a GPU, torch's atomic
-        additions and kernel choices can move results in the last bits
-        between runs, and another processor can reach a different fit from
-        the same seed: training amplifies last-bit differences.
+        refit on the CPU with the same number of threads. A fit takes fewer
+        threads while other processes keep cores busy, and another number of
+        threads, a GPU (whose atomic additions and kernel choices can move
+        results in the last bits between runs) or another processor can
+        reach a different fit from the same seed: the start and training
+        amplify last-bit differences. For fits that must match whatever else
+        runs, fit on one thread (``threadpoolctl.threadpool_limits(1)`` or
+        ``torch.set_num_threads(1)``).
 
     verbose : int, default=0
         ``1`` prints a line as each phase of a fit ends (the autoencoder,
