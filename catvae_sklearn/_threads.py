@@ -4,13 +4,14 @@ A fit uses the threads it is given: torch's (which threadpoolctl's limits
 and joblib's workers set), and no more than the cores the process may run
 on. Of those it takes only the cores that other processes leave idle,
 measured again at each epoch and phase from ``/proc/stat`` (as a fit
-begins, counted from the threads running elsewhere at that moment). The threads of
-an OpenMP runtime spin while they wait for work, so on a core that another
-busy process shares, each of torch's parallel regions waits for the
-scheduler, and two fits side by side, each with a thread per core, run many
-times slower than one alone; with their threads shared out they do not
-(the benchmarks page has the figures). Results do not depend on the number
-of threads.
+begins, counted from the threads running elsewhere at that moment). The
+threads of an OpenMP runtime spin while they wait for work, so on a core
+that another busy process shares, each of torch's parallel regions waits
+for the scheduler, and two fits side by side, each with a thread per core,
+run many times slower than one alone; with their threads shared out they
+do not (the benchmarks page has the figures). Another number of threads
+can reach another fit from the same seed (see the estimator's
+``random_state``).
 """
 
 import os
