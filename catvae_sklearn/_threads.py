@@ -35,12 +35,18 @@ def _usable_cpus():
         return list(range(os.cpu_count() or 1))
 
 
+def _proc_stat():
+    """The lines of ``/proc/stat`` by their first field (``cpu0``,
+    ``procs_running``, ...); raises OSError where it cannot be read."""
+    with open("/proc/stat") as stat:
+        return {fields[0]: fields[1:] for fields in map(str.split, stat) if fields}
+
+
 def _cpu_sample(cpus):
     """``(wall seconds, busy CPU seconds on cpus, this process's CPU seconds)``,
     or None where ``/proc/stat`` cannot be read."""
     try:
-        with open("/proc/stat") as stat:
-            lines = {line.split()[0]: line.split()[1:] for line in stat if line.startswith("cpu")}
+        lines = _proc_stat()
     except OSError:
         return None
     busy = 0
@@ -65,11 +71,9 @@ def _running_elsewhere(cpus, reads=3):
     counts = []
     for _ in range(reads):
         try:
-            with open("/proc/stat") as stat:
-                running = next(int(line.split()[1]) for line in stat
-                               if line.startswith("procs_running"))
+            running = int(_proc_stat()["procs_running"][0])
             tasks = os.listdir("/proc/self/task")
-        except (OSError, ValueError, IndexError, StopIteration):
+        except (OSError, KeyError, ValueError, IndexError):
             return None
         own = 0
         for task in tasks:
