@@ -32,6 +32,7 @@ from ._threads import CoreShare
 from ._training import (
     Phases,
     TrainingConfig,
+    current_partition_guide,
     feature_scale,
     initial_guide,
     stream_guide,
@@ -222,7 +223,11 @@ class InfoCatVAE(
     warm_start : bool, default=False
         When True and the model is fitted, :meth:`fit` continues training
         from the current weights (and optimiser state) instead of starting
-        afresh; architecture parameters must not change in between.
+        afresh; architecture parameters must not change in between. The
+        continued training is guided (see ``guide_iter``, whose schedule
+        counts on from the epochs already run) towards the clusters the
+        model gives the rows at the call, so it refines the partition
+        reached rather than drifting away from it.
 
     device : str, default="auto"
         Torch device. ``"auto"`` uses CUDA when available, else Apple's MPS,
@@ -280,7 +285,9 @@ class InfoCatVAE(
         Device the fitted model lives on.
 
     n_iter_ : int
-        Training epochs run (warm-up not included).
+        Training epochs run after the start, counted on across the fits of a
+        warm start and the calls of :meth:`partial_fit`; the autoencoder's
+        epochs are not included.
 
     phase_seconds_ : dict of str to float
         Wall-clock seconds of each phase of the last call of :meth:`fit` or
@@ -468,6 +475,8 @@ class InfoCatVAE(
                 guide = initial_guide(
                     module, X_train_t, start, config, check_memory(self.memory), phases
                 )
+            elif self.init_params != "random" and self.guide_iter != 0:
+                guide = current_partition_guide(module, X_train_t)
             with phases("training"):
                 result, self._optimizer = train(
                     module,
@@ -476,6 +485,7 @@ class InfoCatVAE(
                     config,
                     optimizer=self._optimizer if continuing else None,
                     guide=guide,
+                    guide_offset=self.n_iter_ if continuing else 0,
                 )
         module.eval()
         self.phase_seconds_ = phases.seconds

@@ -324,6 +324,19 @@ def stream_guide(module, X, centres, seed):
     return torch.as_tensor(labels, dtype=torch.long, device=X.device), centres
 
 
+def current_partition_guide(module, X):
+    """Guide labels for training that continues on the rows of ``X`` (a
+    tensor): the clusters ``module`` gives them now.
+
+    The start's labels belong to the rows they were computed for and are
+    not kept, and training without a guide drifts away from the partition
+    it was held to, so a continued fit holds the one it continues from.
+    """
+    labels = map_batches(lambda xb: module.logits(xb).argmax(-1), X, module.device,
+                         _MAP_BATCH_ROWS)
+    return torch.as_tensor(labels, dtype=torch.long, device=X.device)
+
+
 # -------------------------------------------------------------------- loop
 class _NoImprovement:
     """Counts epochs whose monitored loss failed to improve the best by
