@@ -505,6 +505,9 @@ class InfoCatVAE(
         chunk, since a t-SNE map cannot place rows that arrive later: each
         chunk is guided towards its nearest k-means centres for the first
         ``guide_iter`` calls, or every call when ``guide_iter`` is None.
+        On a model that :meth:`fit` or :meth:`load` produced, each chunk is
+        instead guided towards the clusters the model gives it, as a warm
+        start is (``guide_iter`` counting on from ``n_iter_``).
         ``labels_`` holds the clusters of the last chunk.
 
         Parameters
@@ -531,8 +534,14 @@ class InfoCatVAE(
             device = self.module_.device
         if self._stream is None:
             # Continuing a model that fit() or load() produced: its start is
-            # behind it, so no guide and no new data scaling.
-            self._stream = _Stream(False, training_seed(check_random_state(self.random_state)))
+            # behind it, so no new data scaling, and each chunk is guided
+            # towards the clusters the model gives it, as a warm start is.
+            self._stream = _Stream(
+                self.init_params != "random" and self.guide_iter != 0,
+                training_seed(check_random_state(self.random_state)),
+                calls=self.n_iter_,
+                follows_model=True,
+            )
         stream = self._stream
         seed = (stream.seed + stream.calls) % np.iinfo(np.int32).max
         config = self._training_config(X.shape[0], 1, seed, device)
@@ -545,7 +554,10 @@ class InfoCatVAE(
             guide = None
             if stream.guided and (self.guide_iter is None or stream.calls < self.guide_iter):
                 with phases("clusters"):
-                    guide, stream.centres = stream_guide(module, X_t, stream.centres, seed)
+                    if stream.follows_model:
+                        guide = current_partition_guide(module, X_t)
+                    else:
+                        guide, stream.centres = stream_guide(module, X_t, stream.centres, seed)
             with phases("training"):
                 result, self._optimizer = train(
                     module, X_t, None, config, optimizer=self._optimizer,
@@ -960,10 +972,16 @@ class InfoCatVAE(
 class _Stream:
     """Where a stream of :meth:`InfoCatVAE.partial_fit` calls stands: whether
     its chunks are guided, the seed its calls count on from, the calls so
-    far, and the k-means centres that guide them."""
+    far (epochs, for a stream that continues a fit), and what guides them:
+    the k-means centres of its first chunk, or, when ``follows_model``, the
+    clusters the model gives each chunk."""
 
-    def __init__(self, guided, seed, calls=0, centres=None):
+    # Streams pickled before this attribute existed started with partial_fit.
+    follows_model = False
+
+    def __init__(self, guided, seed, calls=0, centres=None, follows_model=False):
         self.guided, self.seed, self.calls, self.centres = guided, seed, calls, centres
+        self.follows_model = follows_model
 
 
 def training_seed(rng):
