@@ -259,9 +259,10 @@ class InfoCatVAE(
         threads, a GPU (whose atomic additions and kernel choices can move
         results in the last bits between runs) or another processor can
         reach a different fit from the same seed: the start and training
-        amplify last-bit differences. For fits that must match whatever else
-        runs, fit on one thread (``threadpoolctl.threadpool_limits(1)`` or
-        ``torch.set_num_threads(1)``).
+        amplify last-bit differences (on the CPU, those of the start's
+        autoencoder). For fits that must match whatever else runs, fit on one
+        thread (``threadpoolctl.threadpool_limits(1)`` or
+        ``torch.set_num_threads(1)``), or share one start through ``memory``.
 
     verbose : int, default=0
         ``1`` prints a line as each phase of a fit ends (the autoencoder,
