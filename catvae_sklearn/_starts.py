@@ -27,6 +27,7 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import pairwise_distances, pairwise_distances_argmin, silhouette_score
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KNeighborsClassifier
+from threadpoolctl import threadpool_limits
 
 # Wide data are reduced to this many principal components before a start
 # clusters or maps them.
@@ -175,7 +176,26 @@ def spectral_start(values, n_clusters, seed):
 
 def mixture_start(values, n_clusters, seed):
     """The Gaussian mixture of ``values`` whose covariance structure (full,
-    tied, diagonal or spherical) has the lowest BIC."""
+    tied, diagonal or spherical) has the lowest BIC, fitted on one thread
+    (see :func:`_one_thread`)."""
+    with _one_thread():
+        return _lowest_bic_mixture_labels(values, n_clusters, seed)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Limit BLAS and OpenMP to one thread.
+
+    A mixture's EM on a few thousand rows of a few dimensions is many small
+    products and reductions, which run faster on one thread than split
+    between several; and its result then no longer depends on the number
+    of threads the fit has.
+    """
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _lowest_bic_mixture_labels(values, n_clusters, seed):
     best, best_bic = None, np.inf
     for covariance_type in _DATA_COVARIANCE_TYPES:
         mixture = GaussianMixture(
@@ -355,11 +375,13 @@ def _unit_mean_square(values):
 
 
 def map_mixture_labels(embedding, n_clusters, seed):
-    """Gaussian-mixture clusters of a t-SNE map; see :func:`chosen_map_fit`."""
-    fits = map_mixture_fits(embedding, n_clusters, seed)
-    if not fits:
-        return kmeans_start(embedding, n_clusters, seed)
-    return chosen_map_fit(embedding, fits, n_clusters, seed)
+    """Gaussian-mixture clusters of a t-SNE map; see :func:`chosen_map_fit`.
+    Fitted and judged on one thread (see :func:`_one_thread`)."""
+    with _one_thread():
+        fits = map_mixture_fits(embedding, n_clusters, seed)
+        if not fits:
+            return kmeans_start(embedding, n_clusters, seed)
+        return chosen_map_fit(embedding, fits, n_clusters, seed)
 
 
 def map_mixture_fits(embedding, n_clusters, seed):

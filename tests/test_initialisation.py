@@ -5,9 +5,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from catvae_sklearn import InfoCatVAE
 from catvae_sklearn import _device, _starts, _training
@@ -121,6 +123,36 @@ def test_map_mixture_labels_every_point_and_survives_duplicated_points():
     islands = np.repeat(np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]), 20, axis=0)
     labels = _starts.map_mixture_labels(islands, 3, seed=0)
     assert adjusted_rand_score(np.repeat(np.arange(3), 20), labels) == 1.0
+
+
+@pytest.mark.parametrize("start", [_starts.mixture_start, _starts.map_mixture_labels])
+def test_mixture_starts_fit_on_one_thread_whatever_the_fit_has(monkeypatch, start):
+    threads_seen = []
+
+    class Recording(_starts.GaussianMixture):
+        def fit(self, X, y=None):
+            threads_seen.extend(pool["num_threads"] for pool in threadpool_info())
+            return super().fit(X, y)
+
+    monkeypatch.setattr(_starts, "GaussianMixture", Recording)
+    X, _ = blobs(n_samples=300, centers=3, n_features=2)
+    with threadpool_limits(limits=2):
+        before = [pool["num_threads"] for pool in threadpool_info()]
+        start(X, 3, 0)
+        after = [pool["num_threads"] for pool in threadpool_info()]
+    assert threads_seen and max(threads_seen) == 1
+    assert after == before  # the fit's own limit again once the mixtures are done
+
+
+def test_mixture_start_labels_do_not_depend_on_the_threads():
+    # Full covariances in 30 dimensions: on two threads BLAS summed them in
+    # another order, and the chosen mixture labelled some rows otherwise.
+    X = StandardScaler().fit_transform(load_breast_cancer().data)
+    labels = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            labels.append(_starts.mixture_start(X, 3, 0))
+    np.testing.assert_array_equal(labels[0], labels[1])
 
 
 def test_mixture_start_survives_duplicated_points():
