@@ -182,19 +182,6 @@ def mixture_start(values, n_clusters, seed):
         return _lowest_bic_mixture_labels(values, n_clusters, seed)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Limit BLAS and OpenMP to one thread.
-
-    A mixture's EM on a few thousand rows of a few dimensions is many small
-    products and reductions, which run faster on one thread than split
-    between several; and its result then no longer depends on the number
-    of threads the fit has.
-    """
-    with threadpool_limits(limits=1):
-        yield
-
-
 def _lowest_bic_mixture_labels(values, n_clusters, seed):
     best, best_bic = None, np.inf
     for covariance_type in _DATA_COVARIANCE_TYPES:
@@ -320,6 +307,19 @@ def nearest_centres(data, centres):
 
 
 # -------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _one_thread():
+    """Limit BLAS and OpenMP to one thread.
+
+    A mixture's EM on a few thousand rows of a few dimensions is many small
+    products and reductions, which run faster on one thread than split
+    between several; and its result then no longer depends on the number
+    of threads the fit has.
+    """
+    with threadpool_limits(limits=1):
+        yield
+
+
 def _pca(values, seed):
     """The (unfitted) PCA that reduces ``values`` to ``_PRINCIPAL_COMPONENTS``
     dimensions, or None when they are no wider."""
