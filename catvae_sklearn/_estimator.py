@@ -34,6 +34,7 @@ from ._training import (
     TrainingConfig,
     current_partition_guide,
     feature_scale,
+    guided,
     initial_guide,
     stream_guide,
     train,
@@ -476,8 +477,8 @@ class InfoCatVAE(
                 guide = initial_guide(
                     module, X_train_t, start, config, check_memory(self.memory), phases
                 )
-            elif self.init_params != "random" and self.guide_iter != 0:
-                guide = current_partition_guide(module, X_train_t)
+            elif guided(self.init_params, self.guide_iter):
+                guide = current_partition_guide(self._clusters(X_train_t), X_train_t)
             with phases("training"):
                 result, self._optimizer = train(
                     module,
@@ -529,7 +530,7 @@ class InfoCatVAE(
             self._check_enough_samples(X.shape[0])
             seed = training_seed(check_random_state(self.random_state))
             device = self._initialise(X, seed)
-            self._stream = _Stream(self.init_params != "random", seed)
+            self._stream = _Stream(guided(self.init_params, self.guide_iter), seed)
         else:
             self._check_warm_start_compatible()
             device = self.module_.device
@@ -538,7 +539,7 @@ class InfoCatVAE(
             # behind it, so no new data scaling, and each chunk is guided
             # towards the clusters the model gives it, as a warm start is.
             self._stream = _Stream(
-                self.init_params != "random" and self.guide_iter != 0,
+                guided(self.init_params, self.guide_iter),
                 training_seed(check_random_state(self.random_state)),
                 calls=self.n_iter_,
                 follows_model=True,
@@ -556,7 +557,7 @@ class InfoCatVAE(
             if stream.guided and (self.guide_iter is None or stream.calls < self.guide_iter):
                 with phases("clusters"):
                     if stream.follows_model:
-                        guide = current_partition_guide(module, X_t)
+                        guide = current_partition_guide(self._clusters(X_t), X_t)
                     else:
                         guide, stream.centres = stream_guide(module, X_t, stream.centres, seed)
             with phases("training"):
@@ -617,8 +618,7 @@ class InfoCatVAE(
         -------
         labels : ndarray of shape (n_samples,)
         """
-        X = self._validated_for_inference(X)
-        return self._apply(lambda xb: self.module_.logits(xb).argmax(-1), X, X.shape[1])
+        return self._clusters(self._validated_for_inference(X))
 
     def transform(self, X):
         """Posterior mean of the latent code, ``E_q[z|x]``.
@@ -965,6 +965,11 @@ class InfoCatVAE(
         """
         rows = max(1, min(_INFERENCE_ROWS, _INFERENCE_ELEMENTS // max(1, elements_per_row)))
         return map_batches(fn, X, self.module_.device, rows, pad=True)
+
+    def _clusters(self, X):
+        """Most probable cluster of each row of validated ``X`` (an array or
+        a tensor); numpy out."""
+        return self._apply(lambda xb: self.module_.logits(xb).argmax(-1), X, X.shape[1])
 
     def _decode_latent(self, Z):
         return self._apply(self.module_.decoded_mean, Z, self.module_.n_features)

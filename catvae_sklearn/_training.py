@@ -292,7 +292,7 @@ def initial_guide(module, X, init_params, config, memory, phases):
     reads step one back instead of computing it again, and step two too
     where only ``subspace_dim`` changed.
     """
-    if init_params == "random" or config.guide_iter == 0:
+    if not guided(init_params, config.guide_iter):
         return None
     data = _encoder_input(module, X)
     features = memory.cache(guide_features, ignore=["verbose", "phases", "ran"])
@@ -324,17 +324,21 @@ def stream_guide(module, X, centres, seed):
     return torch.as_tensor(labels, dtype=torch.long, device=X.device), centres
 
 
-def current_partition_guide(module, X):
+def current_partition_guide(clusters, X):
     """Guide labels for training that continues on the rows of ``X`` (a
-    tensor): the clusters ``module`` gives them now.
+    tensor): ``clusters``, the clusters the model gives them now, as a
+    tensor on ``X``'s device.
 
     The start's labels belong to the rows they were computed for and are
     not kept, and training without a guide drifts away from the partition
     it was held to, so a continued fit holds the one it continues from.
     """
-    labels = map_batches(lambda xb: module.logits(xb).argmax(-1), X, module.device,
-                         _MAP_BATCH_ROWS)
-    return torch.as_tensor(labels, dtype=torch.long, device=X.device)
+    return torch.as_tensor(clusters, dtype=torch.long, device=X.device)
+
+
+def guided(init_params, guide_iter):
+    """Whether training with these parameters has a guide at all."""
+    return init_params != "random" and guide_iter != 0
 
 
 # -------------------------------------------------------------------- loop
