@@ -311,8 +311,8 @@ def test_warm_start_continues_from_current_weights():
 
 
 def test_warm_start_holds_the_partition_it_continues_from():
-    # Without a guide, continued training drifted from the start's partition
-    # (adjusted Rand index 0.93 to the first fit's labels after two more fits).
+    # Unguided, continued training drifts from the partition it starts from:
+    # about 0.93 adjusted Rand index to the first fit's labels after two more.
     X, _ = digits(300)
     model = InfoCatVAE(n_clusters=10, warm_start=True, **{**QUICK, "random_state": 1}).fit(X)
     first = model.labels_
@@ -323,8 +323,8 @@ def test_warm_start_holds_the_partition_it_continues_from():
 
 
 def test_partial_fit_after_fit_holds_the_partition():
-    # Unguided, twenty more epochs took the labels to an adjusted Rand index
-    # of 0.94 against the fit's.
+    # Unguided, twenty more epochs take these labels to about 0.94 adjusted
+    # Rand index against the fit's.
     X, _ = digits(300)
     model = InfoCatVAE(n_clusters=10, **{**QUICK, "random_state": 1}).fit(X)
     fitted = model.labels_

@@ -145,8 +145,8 @@ def test_mixture_starts_fit_on_one_thread_whatever_the_fit_has(monkeypatch, star
 
 
 def test_mixture_start_labels_do_not_depend_on_the_threads():
-    # Full covariances in 30 dimensions: on two threads BLAS summed them in
-    # another order, and the chosen mixture labelled some rows otherwise.
+    # Full covariances in 30 dimensions: BLAS on two threads sums them in
+    # another order, enough for the chosen mixture to label some rows otherwise.
     X = StandardScaler().fit_transform(load_breast_cancer().data)
     labels = []
     for threads in (1, 2):
