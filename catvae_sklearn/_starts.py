@@ -61,6 +61,13 @@ _AUTO_PRETRAIN_ITER = 50
 # larger step once exaggeration ends.
 _TSNE_LEARNING_RATE_PER_ROW = 1 / 12
 
+# Barnes-Hut's opening angle: a distant group of points whose angular size is
+# below it acts on a point as one. Most of a map's time goes to these forces,
+# and scikit-learn's 0.5 is finer than a map that is only clustered needs:
+# 0.7 draws the same islands for the mixtures in less time. Past 0.8 the
+# error of the approximation grows quickly (scikit-learn's TSNE docstring).
+_TSNE_ANGLE = 0.7
+
 # A full covariance per cluster has d(d+1)/2 parameters, more than small
 # tabular data can pin down, so the mixture start lets BIC choose among these.
 _DATA_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -352,6 +359,7 @@ def tsne_estimator(n_rows, seed):
         learning_rate=max(n_rows * _TSNE_LEARNING_RATE_PER_ROW, 50.0),
         init="pca",
         max_iter=500,
+        angle=_TSNE_ANGLE,
         random_state=seed,
     )
 

@@ -62,6 +62,17 @@ def test_tsne_map_gets_closer_to_its_optimum_than_scikit_learns_default_step():
     assert ours.kl_divergence_ < 0.97 * auto.kl_divergence_
 
 
+def test_coarser_barnes_hut_map_partitions_digits_as_well_as_scikit_learns_angle(monkeypatch):
+    X, y = digits(1000)
+    features = _starts.tsne_features(X.astype(np.float32), 0)
+    ours = adjusted_rand_score(y, _starts.tsne_labels(features, 10, 0))
+    monkeypatch.setattr(_starts, "_TSNE_ANGLE", 0.5)
+    finer = adjusted_rand_score(
+        y, _starts.tsne_labels(_starts.tsne_features(X.astype(np.float32), 0), 10, 0))
+    assert _starts.tsne_estimator(1000, 0).angle == 0.5
+    assert ours >= finer - 0.02
+
+
 def test_map_start_keeps_the_best_separated_fit_even_when_less_likely():
     # A wide island and two small ones close together: a fit that cuts the
     # wide one in two and merges the small ones must lose to the islands,
