@@ -3,6 +3,7 @@
 import datetime
 import os
 import platform
+import subprocess
 import sys
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -21,6 +22,22 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
+def _commit():
+    """The checkout's commit, with "+ local changes" where the package or the
+    benchmark scripts differ from it; None outside a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--", "catvae_sklearn", "benchmarks",
+                      ":(exclude)benchmarks/results")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit} + local changes" if changed else commit
+
+
 def environment():
     import numpy
     import scipy
@@ -32,6 +49,7 @@ def environment():
     lines = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "commit": _commit(),
         "machine": f"{_cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} {platform.machine()}",
         "torch threads": str(torch.get_num_threads()),
         "python": platform.python_version(),
@@ -41,6 +59,8 @@ def environment():
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
     }
+    if lines["commit"] is None:
+        del lines["commit"]
     if torch.cuda.is_available():
         lines["gpu"] = torch.cuda.get_device_name(0)
     return lines
