@@ -910,9 +910,9 @@ class InfoCatVAE(
             dtype=[np.float64, np.float32],
             ensure_min_samples=min_samples or (2 if reset else 1),
         )
-        bernoulli = getattr(self, "likelihood_", None) == BERNOULLI or (
-            reset and self.likelihood == BERNOULLI
-        )
+        # A new fit (reset) checks against the likelihood asked for: the one
+        # a previous fit resolved says nothing about these data.
+        bernoulli = (self.likelihood if reset else self.likelihood_) == BERNOULLI
         # float32 input cannot leave float32's range: only scan X when a
         # check needs its extremes, and then only once for both.
         if X.dtype == np.float64 or bernoulli:

@@ -67,6 +67,16 @@ def test_bernoulli_rejects_values_outside_unit_interval(fitted, method):
             getattr(fitted, method)(X)
 
 
+def test_refit_on_other_data_forgets_the_previous_fits_likelihood():
+    # "auto" resolved to Bernoulli on [0, 1] data must not make the next fit
+    # refuse real-valued data: a refit is a fresh fit.
+    X_real, _ = blobs()
+    refitted = InfoCatVAE(n_clusters=3, **QUICK).fit(unit_interval(50, 6)).fit(X_real)
+    fresh = InfoCatVAE(n_clusters=3, **QUICK).fit(X_real)
+    assert refitted.likelihood_ == fresh.likelihood_ == "gaussian"
+    np.testing.assert_array_equal(refitted.labels_, fresh.labels_)
+
+
 @pytest.mark.parametrize("device", ["gpu", "tpu:0", "cuda:banana"])
 def test_unknown_device(device):
     with pytest.raises(ValueError, match="device="):
