@@ -103,8 +103,12 @@ def save(estimator, path):
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
     path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        # Otherwise the error would name the temporary file written beside it.
+        raise FileNotFoundError(f"Cannot save to {path!r}: the folder {folder!r} does not exist.")
     handle, partial = tempfile.mkstemp(
-        prefix=os.path.basename(path) + ".", suffix=".partial", dir=os.path.dirname(path)
+        prefix=os.path.basename(path) + ".", suffix=".partial", dir=folder
     )
     try:
         with os.fdopen(handle, "wb") as file:

@@ -71,6 +71,14 @@ def test_save_load_round_trip(model_and_data, tmp_path):
     assert loaded.likelihood_ == model.likelihood_
 
 
+def test_save_into_a_missing_folder_names_the_path_asked_for(model_and_data, tmp_path):
+    model, _ = model_and_data
+    target = tmp_path / "missing" / "model.catvae"
+    with pytest.raises(FileNotFoundError, match="model.catvae': the folder .*missing' does not exist"):
+        model.save(target)
+    assert not (tmp_path / "missing").exists()
+
+
 def test_save_load_keeps_feature_names(tmp_path):
     pd = pytest.importorskip("pandas")
     X, _ = digits(100)
