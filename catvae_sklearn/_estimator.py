@@ -93,7 +93,11 @@ class InfoCatVAE(
     hidden_layer_sizes : tuple of int, default=(500,)
         Widths of the encoder's hidden layers; the decoder mirrors them. The
         decoder runs once for each cluster a sample is evaluated under (see
-        ``min_decode_proba``), so its width sets most of the cost.
+        ``min_decode_proba``), so its width sets most of the cost. When the
+        start trains an autoencoder (see ``pretrain_iter``) and the first
+        width is 500, as the autoencoder's is, the encoder's first layer
+        starts from the autoencoder's instead of at random, which helps
+        ``predict`` on rows the fit did not see.
 
     prior_scale : float, default=5.0
         ``lambda`` > 0, the distance of each cluster's prior mean from the
@@ -168,9 +172,9 @@ class InfoCatVAE(
         The user guide compares them; the benchmarks page has the figures.
 
     pretrain_iter : int or "auto", default="auto"
-        Training epochs (>= 0) of the autoencoder (500-500-10 units, separate
-        from the model) whose embedding the ``"tsne"`` and
-        ``"autoencoder"`` starts use; most of a default fit's time on image
+        Training epochs (>= 0) of the autoencoder (500-500-10 units) whose
+        embedding the ``"tsne"`` and ``"autoencoder"`` starts use, and
+        whose first layer the model's encoder starts from; most of a default fit's time on image
         data. It trains under bfloat16 autocast on CPUs with native bfloat16
         instructions (AVX-512 BF16 or AMX) and on CUDA, in float32
         elsewhere. 0 leaves the ``"tsne"`` map to the principal components

@@ -112,6 +112,22 @@ class CategoricalVAE(nn.Module):
             return x
         return (x - self.data_shift) / self.data_scale
 
+    def start_trunk_from(self, weight, bias):
+        """Copy ``weight`` and ``bias`` (numpy arrays) into the encoder's
+        first layer when their shapes match it; return whether they did.
+
+        The start's autoencoder reads the same standardised rows, and its
+        first layer, learned without labels, gives q(c|x) features that
+        carry to rows it was not fitted on better than random ones do.
+        """
+        first = self.trunk[0] if len(self.trunk) else None
+        if first is None or tuple(first.weight.shape) != weight.shape:
+            return False
+        with torch.no_grad():
+            first.weight.copy_(torch.as_tensor(weight, device=self.device))
+            first.bias.copy_(torch.as_tensor(bias, device=self.device))
+        return True
+
     # ----------------------------------------------------------------- encoder
     def features(self, x):
         return self.trunk(self._standardise(x))
@@ -362,7 +378,8 @@ class Autoencoder(nn.Module):
     """A deterministic autoencoder whose bottleneck feeds the start.
 
     The ``"tsne"`` and ``"autoencoder"`` starts cluster its embedding before
-    the :class:`CategoricalVAE` trains; the two networks share no weights.
+    the :class:`CategoricalVAE` trains, whose encoder then starts from this
+    network's first layer (see :meth:`CategoricalVAE.start_trunk_from`).
     Two hidden layers, not one: the deeper network's embedding separates
     image classes far better.
 

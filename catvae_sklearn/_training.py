@@ -217,8 +217,8 @@ class Phases:
 # ------------------------------------------------------------------ starts
 def learned_embedding(data, likelihood, device, epochs, batch_size, learning_rate, verbose=0):
     """Embedding of ``data`` (a numpy array, as the encoder sees it) by an
-    :class:`Autoencoder` trained ``epochs`` epochs on it on ``device``.
-    Returns a numpy array."""
+    :class:`Autoencoder` trained ``epochs`` epochs on it on ``device``, and
+    the weight and bias of that autoencoder's first layer, all numpy arrays."""
     X = to_tensor(data, device)
     network = Autoencoder(data.shape[1], likelihood).to(device)
     optimizer = adam(network.parameters(), learning_rate)
@@ -236,7 +236,9 @@ def learned_embedding(data, likelihood, device, epochs, batch_size, learning_rat
         _advance(bar, run_epoch(step, X, batch_size, device))
     _close(bar)
     network.eval()
-    return map_batches(network, X, device, _MAP_BATCH_ROWS)
+    first_layer = network.encoder[0][0]
+    return (map_batches(network, X, device, _MAP_BATCH_ROWS),
+            (first_layer.weight.detach().cpu().numpy(), first_layer.bias.detach().cpu().numpy()))
 
 
 def _encoder_input(module, X):
@@ -254,23 +256,30 @@ def guide_features(init_params, data, seed, likelihood, device, pretrain_iter, b
     of its arguments alone (the autoencoder trains from ``seed`` and leaves
     the caller's random state as it was), so that a ``joblib.Memory`` can
     cache it across a search; ``verbose``, ``phases`` and ``ran`` (a list
-    it appends to when it computes rather than the cache) only report."""
+    it appends to when it computes rather than the cache) only report.
+    Returns the features and, when an autoencoder was trained, the weight
+    and bias of its first layer (else None)."""
     if ran is not None:
         ran.append(True)
     phases = Phases() if phases is None else phases
     device = torch.device(device)
     epochs = pretrain_epochs(pretrain_iter, init_params, data, seed)
+    first_layer = []
+
     def embed(rows_):
         with phases("autoencoder"):
-            return learned_embedding(rows_, likelihood, device, epochs, batch_size,
-                                     AUTOENCODER_LEARNING_RATE, verbose)
+            embedding, layer = learned_embedding(rows_, likelihood, device, epochs, batch_size,
+                                                 AUTOENCODER_LEARNING_RATE, verbose)
+        first_layer.append(layer)
+        return embedding
 
     learns = epochs > 0 and STARTS[init_params].embeds
     if verbose and not learns and pretrain_iter == "auto" and STARTS[init_params].embeds:
         print("[InfoCatVAE] autoencoder: skipped, the principal components keep nearly all "
               "the variance (pretrain_iter='auto')", flush=True)
     with seeded(seed, device):
-        return start_features(init_params, data, seed, embed if learns else None)
+        values = start_features(init_params, data, seed, embed if learns else None)
+    return values, (first_layer[-1] if first_layer else None)
 
 
 def guide_labels(init_params, values, n_clusters, seed, ran=None):
@@ -286,6 +295,8 @@ def guide_labels(init_params, values, n_clusters, seed, ran=None):
 def initial_guide(module, X, init_params, config, memory, phases):
     """Labels of the start ``init_params`` for the rows of ``X``, on ``X``'s
     device; None for ``"random"`` or when the guide is off (``guide_iter=0``).
+    Where the start trains an autoencoder, ``module``'s encoder also starts
+    from that autoencoder's first layer.
 
     Both steps go through ``memory`` (a ``joblib.Memory``), so a search that
     refits on the same rows with another ``n_clusters`` or ``subspace_dim``
@@ -298,10 +309,12 @@ def initial_guide(module, X, init_params, config, memory, phases):
     features = memory.cache(guide_features, ignore=["verbose", "phases", "ran"])
     ran = []
     with phases("map" if init_params == "tsne" else "features") as phase:
-        values = features(init_params, data, config.seed, module.likelihood, str(module.device),
+        values, first_layer = features(init_params, data, config.seed, module.likelihood, str(module.device),
                           config.pretrain_iter, config.batch_size,
                           verbose=config.verbose, phases=phases, ran=ran)
         phase.note = "" if ran else " (cached)"
+    if first_layer is not None:
+        module.start_trunk_from(*first_layer)
     labels_of = memory.cache(guide_labels, ignore=["ran"])
     ran = []
     with phases("mixture" if init_params in ("tsne", "gmm") else "clusters") as phase:

@@ -293,14 +293,14 @@ def test_autoencoder_embedding_is_trained_and_reproducible(monkeypatch, likeliho
     data = X.astype(np.float32)
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    first = _training.learned_embedding(data, likelihood, cpu, 20, 32, 1e-3)
+    first = _training.learned_embedding(data, likelihood, cpu, 20, 32, 1e-3)[0]
     torch.manual_seed(0)
-    again = _training.learned_embedding(data, likelihood, cpu, 20, 32, 1e-3)
+    again = _training.learned_embedding(data, likelihood, cpu, 20, 32, 1e-3)[0]
     assert first.shape == (400, 10) and first.dtype == np.float32
     assert np.isfinite(first).all()
     np.testing.assert_array_equal(first, again)
     torch.manual_seed(0)
-    untrained = _training.learned_embedding(data, likelihood, cpu, 0, 32, 1e-3)
+    untrained = _training.learned_embedding(data, likelihood, cpu, 0, 32, 1e-3)[0]
     # The classes come out of training: k-means finds them in the trained
     # embedding far better than in a random network's.
     from sklearn.cluster import KMeans
@@ -337,6 +337,32 @@ def test_tsne_start_learns_an_embedding_only_when_pretrain_iter_is_positive(monk
     X, _ = digits(300)
     InfoCatVAE(5, init_params="tsne", **{**QUICK, "pretrain_iter": pretrain_iter}).fit(X)
     assert calls == ([(300, 64)] if pretrain_iter else [])
+
+
+def test_encoder_starts_from_the_autoencoders_first_layer(monkeypatch):
+    # The start's autoencoder and the model's encoder read the same rows;
+    # training should begin from the autoencoder's first layer, not a random one.
+    from catvae_sklearn import _estimator
+
+    layers, trunks = [], []
+    learned_embedding, train = _training.learned_embedding, _estimator.train
+
+    def recorded_embedding(*args):
+        embedding, layer = learned_embedding(*args)
+        layers.append(layer)
+        return embedding, layer
+
+    def recorded_train(module, *args, **kwargs):
+        trunks.append([p.detach().cpu().numpy().copy() for p in module.trunk[0].parameters()])
+        return train(module, *args, **kwargs)
+
+    monkeypatch.setattr(_training, "learned_embedding", recorded_embedding)
+    monkeypatch.setattr(_estimator, "train", recorded_train)
+    X, _ = digits(300)
+    InfoCatVAE(5, init_params="autoencoder", **{**QUICK, "hidden_layer_sizes": (500,)}).fit(X)
+    assert len(layers) == 1 and len(trunks) == 1
+    for started, learned in zip(trunks[0], layers[0]):
+        np.testing.assert_array_equal(started, learned)
 
 
 def _with_noise_pixels(X, n_noise, seed=0):

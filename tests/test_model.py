@@ -30,6 +30,18 @@ def test_prior_means_are_lambda_on_each_clusters_block():
     torch.testing.assert_close(module.prior_means, expected)
 
 
+def test_trunk_starts_from_given_weights_only_when_their_shapes_match():
+    module = _module(K=3, delta=2)
+    first = module.trunk[0]
+    weight = np.random.default_rng(0).normal(size=tuple(first.weight.shape)).astype(np.float32)
+    bias = np.ones(first.bias.shape, dtype=np.float32)
+    assert not module.start_trunk_from(weight[:, :-1], bias)
+    assert not np.allclose(first.weight.detach().numpy()[:, :-1], weight[:, :-1])
+    assert module.start_trunk_from(weight, bias)
+    np.testing.assert_array_equal(first.weight.detach().numpy(), weight)
+    np.testing.assert_array_equal(first.bias.detach().numpy(), bias)
+
+
 def test_batched_heads_equal_a_linear_map_of_features_and_onehot():
     module = _module(K=4, delta=3)
     x = torch.rand(7, 12)
