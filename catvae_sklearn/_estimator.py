@@ -173,17 +173,17 @@ class InfoCatVAE(
 
     pretrain_iter : int or "auto", default="auto"
         Training epochs (>= 0) of the autoencoder (500-500-10 units) whose
-        embedding the ``"tsne"`` and ``"autoencoder"`` starts use, and
-        whose first layer the model's encoder starts from; most of a default fit's time on image
-        data. It trains under bfloat16 autocast on CPUs with native bfloat16
-        instructions (AVX-512 BF16 or AMX) and on CUDA, in float32
-        elsewhere. 0 leaves the ``"tsne"`` map to the principal components
-        alone. ``"auto"`` trains it 50 epochs for the ``"autoencoder"``
-        start, and for the ``"tsne"`` start only where the 50 principal
-        components leave more than 1% of the data's variance out (such as
-        MNIST's 784 pixels, not the 64 of scikit-learn's digits): where they
-        keep nearly all of it, the map of the components alone is as good
-        or better, and the fit several times faster.
+        embedding the ``"tsne"`` and ``"autoencoder"`` starts use, and whose
+        first layer the model's encoder starts from; most of a default fit's
+        time on image data. It trains under bfloat16 autocast on CPUs with
+        native bfloat16 instructions (AVX-512 BF16 or AMX) and on CUDA, in
+        float32 elsewhere. 0 leaves the ``"tsne"`` map to the principal
+        components alone. ``"auto"`` trains it 50 epochs for the
+        ``"autoencoder"`` start, and for the ``"tsne"`` start only where the
+        50 principal components leave more than 1% of the data's variance
+        out (such as MNIST's 784 pixels, not the 64 of scikit-learn's
+        digits): where they keep nearly all of it, the map of the components
+        alone is as good or better, and the fit several times faster.
 
     guide_iter : int or None, default=None
         How long the pull towards the initial labels lasts. ``None`` keeps

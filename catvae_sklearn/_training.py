@@ -309,9 +309,11 @@ def initial_guide(module, X, init_params, config, memory, phases):
     features = memory.cache(guide_features, ignore=["verbose", "phases", "ran"])
     ran = []
     with phases("map" if init_params == "tsne" else "features") as phase:
-        values, first_layer = features(init_params, data, config.seed, module.likelihood, str(module.device),
-                          config.pretrain_iter, config.batch_size,
-                          verbose=config.verbose, phases=phases, ran=ran)
+        values, first_layer = features(
+            init_params, data, config.seed, module.likelihood, str(module.device),
+            config.pretrain_iter, config.batch_size,
+            verbose=config.verbose, phases=phases, ran=ran,
+        )
         phase.note = "" if ran else " (cached)"
     if first_layer is not None:
         module.start_trunk_from(*first_layer)
