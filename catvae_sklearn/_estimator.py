@@ -159,8 +159,9 @@ class InfoCatVAE(
           sizes), which need not be the likeliest. Follows curved,
           elongated classes such as handwritten digits.
         - ``"gmm"``: a Gaussian mixture on the data, with full, tied,
-          diagonal or spherical covariances, whichever has the lowest BIC.
-          Suits tabular data.
+          diagonal or spherical covariances, whichever has the lowest BIC
+          among the fits whose clusters each hold enough rows to estimate
+          their covariance. Suits tabular data.
         - ``"auto"``: ``"tsne"`` for more than 50 features, ``"gmm"``
           otherwise.
         - ``"kmeans"``: k-means on the data. ``"spectral"``: spectral

@@ -72,6 +72,15 @@ _TSNE_ANGLE = 0.7
 # tabular data can pin down, so the mixture start lets BIC choose among these.
 _DATA_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
+# EM from one k-means start often stops at a local optimum of the
+# likelihood, a few rows labelled otherwise than at the likeliest fit, and
+# the seed then decides which: each covariance type keeps the best of this
+# many starts. They are fitted on at most ``_MIXTURE_MAX_ROWS`` random rows,
+# which pin down a mixture of a few dozen dimensions as well as all of them
+# would, so the start's time stays bounded as the data grow.
+_DATA_MIXTURE_INITS = 10
+_MIXTURE_MAX_ROWS = 20_000
+
 
 def resolve_init(init_params, n_features):
     """The start ``init_params="auto"`` stands for, given the data's width."""
@@ -117,8 +126,8 @@ def _guarded():
 def _each_warning_once():
     """Show each distinct warning raised inside at most once.
 
-    A start fits many k-means and mixtures (the mixture start twelve: four
-    covariance types, three inits each), and data with fewer distinct rows
+    A start fits many k-means and mixtures (the mixture start forty: four
+    covariance types, ten inits each), and data with fewer distinct rows
     than clusters made every one of them warn about duplicate points. The
     caller's filters still decide, at the point each warning is raised,
     whether it is shown, ignored or raised: only what would be shown again
@@ -184,16 +193,25 @@ def spectral_start(values, n_clusters, seed):
 def mixture_start(values, n_clusters, seed):
     """The Gaussian mixture of ``values`` whose covariance structure (full,
     tied, diagonal or spherical) has the lowest BIC, fitted on one thread
-    (see :func:`_one_thread`)."""
+    (see :func:`_one_thread`) to at most ``_MIXTURE_MAX_ROWS`` of them."""
+    fitted = values[_random_rows(len(values), _MIXTURE_MAX_ROWS, seed)]
     with _one_thread():
-        return _lowest_bic_mixture_labels(values, n_clusters, seed)
+        mixture = _lowest_bic_mixture(fitted, n_clusters, seed)
+        if mixture is None:  # k-means has no covariances to collapse
+            return kmeans_start(values, n_clusters, seed)
+        return mixture.predict(values)
 
 
-def _lowest_bic_mixture_labels(values, n_clusters, seed):
+def _lowest_bic_mixture(values, n_clusters, seed):
+    """Of the mixtures of each covariance type that hold up (see
+    :func:`_holds_up`), the one with the lowest BIC; None if none does."""
     best, best_bic = None, np.inf
     for covariance_type in _DATA_COVARIANCE_TYPES:
         mixture = GaussianMixture(
-            n_clusters, covariance_type=covariance_type, n_init=3, random_state=seed
+            n_clusters,
+            covariance_type=covariance_type,
+            n_init=_DATA_MIXTURE_INITS,
+            random_state=seed,
         )
         try:
             mixture.fit(values)
@@ -202,11 +220,24 @@ def _lowest_bic_mixture_labels(values, n_clusters, seed):
             # is singular even after regularisation).
             continue
         bic = mixture.bic(values)
-        if bic < best_bic:
+        if bic < best_bic and _holds_up(mixture, values):
             best, best_bic = mixture, bic
-    if best is None:  # k-means has no covariances to collapse
-        return kmeans_start(values, n_clusters, seed)
-    return best.predict(values)
+    return best
+
+
+def _holds_up(mixture, values):
+    """Whether each component of a fitted ``mixture`` holds enough rows of
+    ``values`` to estimate its own covariance: one more than the data's
+    dimensions for a full covariance, two for a diagonal or spherical one.
+
+    A component on fewer rows lies nearly in a subspace of them, its
+    density held finite only by the covariance's regularisation, and its
+    likelihood is so high that BIC prefers the fit, one cluster of a
+    handful of rows, to every fit that partitions the data.
+    """
+    needed = {"full": values.shape[1] + 1, "diag": 2, "spherical": 2, "tied": 0}
+    sizes = np.bincount(mixture.predict(values), minlength=mixture.n_components)
+    return bool(sizes.min() >= needed[mixture.covariance_type])
 
 
 @dataclass(frozen=True)
@@ -253,10 +284,15 @@ def tsne_labels(features, n_clusters, seed):
 def _mapped_rows(n_rows, seed):
     """Indices of the rows the t-SNE map sees: all, or ``_TSNE_MAX_ROWS``
     drawn at random."""
-    if n_rows <= _TSNE_MAX_ROWS:
+    return _random_rows(n_rows, _TSNE_MAX_ROWS, seed)
+
+
+def _random_rows(n_rows, max_rows, seed):
+    """Indices, in order, of all ``n_rows`` rows or of ``max_rows`` drawn at random."""
+    if n_rows <= max_rows:
         return np.arange(n_rows)
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_rows, _TSNE_MAX_ROWS, replace=False))
+    return np.sort(rng.choice(n_rows, max_rows, replace=False))
 
 
 def principal_components_lose_data(data, seed):
