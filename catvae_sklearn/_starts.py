@@ -75,9 +75,9 @@ _DATA_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 # EM from one k-means start often stops at a local optimum of the
 # likelihood, a few rows labelled otherwise than at the likeliest fit, and
 # the seed then decides which: each covariance type keeps the best of this
-# many starts. They are fitted on at most ``_MIXTURE_MAX_ROWS`` random rows,
-# which pin down a mixture of a few dozen dimensions as well as all of them
-# would, so the start's time stays bounded as the data grow.
+# many starts. Like the t-SNE map, they see at most ``_MIXTURE_MAX_ROWS``
+# random rows, so the start's time stays bounded as the data grow; the
+# chosen mixture then labels every row.
 _DATA_MIXTURE_INITS = 10
 _MIXTURE_MAX_ROWS = 20_000
 
@@ -228,7 +228,8 @@ def _lowest_bic_mixture(values, n_clusters, seed):
 def _holds_up(mixture, values):
     """Whether each component of a fitted ``mixture`` holds enough rows of
     ``values`` to estimate its own covariance: one more than the data's
-    dimensions for a full covariance, two for a diagonal or spherical one.
+    dimensions for a full covariance, two for a diagonal or spherical one,
+    none for a tied one, which all components share.
 
     A component on fewer rows lies nearly in a subspace of them, its
     density held finite only by the covariance's regularisation, and its
