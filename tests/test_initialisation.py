@@ -167,10 +167,10 @@ def test_mixture_start_labels_do_not_depend_on_the_threads():
 
 
 def test_mixture_start_reaches_the_same_partition_from_every_seed():
-    # On wine, three inits per covariance type left the seed to choose
-    # between two local optima (ARI 0.88 apart), and ten without the check
-    # on component sizes let one seed in ten keep a full-covariance fit
-    # with a cluster of 6 rows in 13 dimensions, the lowest BIC of all.
+    # Wine's diagonal mixture has a local optimum 0.88 in ARI from the
+    # likeliest fit, which too few inits leave to the seed; and some seeds
+    # find a full-covariance fit with a cluster of 6 rows in 13 dimensions,
+    # the lowest BIC of all, which the start must pass over.
     X = StandardScaler().fit_transform(load_wine().data).astype(np.float32)
     starts = [_starts.mixture_start(X, 3, seed) for seed in range(20, 30)]
     assert min(np.bincount(labels).min() for labels in starts) > X.shape[1]
