@@ -753,6 +753,9 @@ class InfoCatVAE(
         The file is a zip archive holding the parameters as JSON and the
         weights as a torch tensor file, with the library version and a
         SHA-256 checksum. :meth:`load` reads it without running any code.
+        Two parameters have no such form and are saved as what they stand
+        for in a fit: a ``random_state`` that is a ``RandomState`` as None,
+        and a ``memory`` that is a :class:`joblib.Memory` as its folder.
 
         Parameters
         ----------

@@ -59,6 +59,13 @@ def _json_params(estimator):
     if random_state is not None and not isinstance(random_state, (int, np.integer)):
         # A RandomState instance has no faithful JSON form; it only seeds fit.
         params["random_state"] = None
+    memory = params["memory"]
+    if memory is not None and not isinstance(memory, str):
+        # A joblib.Memory has no JSON form either; it only caches a fit's
+        # start. Its folder stands for it, as ``memory=<folder>`` would
+        # (no folder: no cache).
+        location = getattr(memory, "location", None)
+        params["memory"] = None if location is None else str(location)
     hidden = params["hidden_layer_sizes"]
     params["hidden_layer_sizes"] = (
         [int(h) for h in hidden] if np.ndim(hidden) else int(hidden)

@@ -71,6 +71,19 @@ def test_save_load_round_trip(model_and_data, tmp_path):
     assert loaded.likelihood_ == model.likelihood_
 
 
+def test_a_model_fitted_with_a_joblib_memory_saves_with_its_folder(tmp_path):
+    X, _ = digits(100)
+    cache = tmp_path / "cache"
+    model = InfoCatVAE(n_clusters=3, memory=joblib.Memory(cache, verbose=0), **QUICK).fit(X)
+    model.save(tmp_path / "m")
+    loaded = InfoCatVAE.load(tmp_path / "m")
+    assert loaded.memory == str(cache)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    model.set_params(memory=joblib.Memory(None))  # caches nothing
+    model.save(tmp_path / "m")
+    assert InfoCatVAE.load(tmp_path / "m").memory is None
+
+
 def test_save_into_a_missing_folder_names_the_path_asked_for(model_and_data, tmp_path):
     model, _ = model_and_data
     target = tmp_path / "missing" / "model.catvae"
