@@ -84,6 +84,16 @@ def test_a_model_fitted_with_a_joblib_memory_saves_with_its_folder(tmp_path):
     assert InfoCatVAE.load(tmp_path / "m").memory is None
 
 
+def test_a_model_whose_sizes_are_numpy_integers_saves_and_loads(tmp_path):
+    # What a GridSearchCV over np.arange(...) hands the estimator.
+    X, _ = digits(100)
+    model = InfoCatVAE(n_clusters=np.int64(3), subspace_dim=np.int64(2), **QUICK).fit(X)
+    model.save(tmp_path / "m")
+    loaded = InfoCatVAE.load(tmp_path / "m")
+    assert (loaded.n_clusters, loaded.subspace_dim) == (3, 2)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
 def test_save_into_a_missing_folder_names_the_path_asked_for(model_and_data, tmp_path):
     model, _ = model_and_data
     target = tmp_path / "missing" / "model.catvae"
