@@ -846,10 +846,8 @@ class InfoCatVAE(
     def _current_module_config(self, n_features, hidden):
         return {
             "n_features": n_features,
-            # Plain ints: a search over np.arange(...) passes numpy integers,
-            # which the saved file's JSON cannot hold.
-            "n_clusters": int(self.n_clusters),
-            "subspace_dim": int(self.subspace_dim),
+            "n_clusters": self.n_clusters,
+            "subspace_dim": self.subspace_dim,
             "hidden_layer_sizes": hidden,
             "prior_scale": float(self.prior_scale),
             "likelihood": self.likelihood_,

@@ -70,7 +70,13 @@ def _json_params(estimator):
     params["hidden_layer_sizes"] = (
         [int(h) for h in hidden] if np.ndim(hidden) else int(hidden)
     )
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
+    return _plain_scalars(params)
+
+
+def _plain_scalars(mapping):
+    """``mapping`` with numpy scalars as the Python numbers JSON can hold
+    (a search over ``np.arange(...)`` passes numpy integers)."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in mapping.items()}
 
 
 def save(estimator, path):
@@ -88,7 +94,7 @@ def save(estimator, path):
         buffer,
     )
     weights = buffer.getvalue()
-    config = dict(estimator._module_config)
+    config = _plain_scalars(estimator._module_config)
     config["hidden_layer_sizes"] = list(config["hidden_layer_sizes"])
     fitted = {
         "module_config": config,
